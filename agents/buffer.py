@@ -1,0 +1,117 @@
+"""Replay storage in preallocated tensors.
+
+``terminated`` and ``truncated`` are stored apart: the critic target bootstraps through a
+truncation (a time limit is not a property of the MDP; Pardo et al. 2018, "Time Limits in RL"),
+and only a true termination cuts the return. The next state's action mask is stored too, so a
+target never puts probability on an action that was illegal in that state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Batch(NamedTuple):
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_obs: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    next_masks: Tensor | None
+
+
+class ReplayBuffer:
+    """Circular buffer of transitions; every field is one tensor allocated up front.
+
+    Args:
+        capacity: number of transitions kept; the oldest are overwritten.
+        obs_shape: shape of one observation.
+        action_shape: shape of one action as stored (integers per factor, or a float vector).
+        action_dtype: ``torch.long`` for categorical, ``torch.float32`` for Box.
+        mask_size: length of the flat action mask, or None when the env has none.
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                 action_dtype: torch.dtype, device: torch.device | str = "cpu", mask_size: int | None = None,
+                 obs_dtype: torch.dtype = torch.float32) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be >= 1; got {capacity}")
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        kw = {"device": self.device}
+        self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, **kw)
+        self.next_obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, **kw)
+        self.actions = torch.zeros((capacity, *action_shape), dtype=action_dtype, **kw)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32, **kw)
+        self.terminated = torch.zeros(capacity, dtype=torch.float32, **kw)
+        self.truncated = torch.zeros(capacity, dtype=torch.float32, **kw)
+        self.next_masks = (torch.ones((capacity, mask_size), dtype=torch.bool, **kw)
+                           if mask_size is not None else None)
+        self.pos = 0
+        self.size = 0
+
+    @staticmethod
+    def nbytes_for(capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                   mask_size: int | None = None) -> int:
+        """Bytes the buffer will allocate, so a config can be refused before it runs."""
+        per = 2 * 4 * int(np.prod(obs_shape)) + 8 * int(np.prod(action_shape)) + 3 * 4 + (mask_size or 0)
+        return capacity * per
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray, next_masks: np.ndarray | None = None) -> None:
+        """Add a batch of transitions (one per vector-env copy)."""
+        n = len(rewards)
+        idx = (torch.arange(n) + self.pos) % self.capacity
+        if self.device.type != "cpu":
+            idx = idx.to(self.device)
+
+        def put(dst: Tensor, src: np.ndarray) -> None:
+            dst[idx] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[idx].shape)
+
+        put(self.obs, obs)
+        put(self.next_obs, next_obs)
+        put(self.actions, actions)
+        put(self.rewards, rewards)
+        put(self.terminated, terminated)
+        put(self.truncated, truncated)
+        if self.next_masks is not None and next_masks is not None:
+            put(self.next_masks, next_masks)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Uniform sample with replacement."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator, device="cpu")
+        if self.device.type != "cpu":
+            idx = idx.to(self.device, non_blocking=True)
+        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
+                     self.terminated[idx], self.truncated[idx],
+                     self.next_masks[idx] if self.next_masks is not None else None)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The filled part of every field, for checkpoints."""
+        out = {k: getattr(self, k)[: self.size] for k in
+               ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")}
+        if self.next_masks is not None:
+            out["next_masks"] = self.next_masks[: self.size]
+        out["pos_size"] = torch.tensor([self.pos, self.size])
+        return out
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        pos, size = (int(v) for v in state["pos_size"])
+        if size > self.capacity:
+            raise ValueError(f"saved buffer holds {size} transitions; this buffer's capacity is {self.capacity}")
+        for k, v in state.items():
+            if k != "pos_size":
+                getattr(self, k)[:size] = v.to(self.device)
+        self.pos, self.size = pos, size

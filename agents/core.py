@@ -1,0 +1,570 @@
+"""The soft actor-critic core shared by GumbelSAC and GaussianSAC.
+
+The core owns what does not depend on the action distribution: the vector env, the replay
+buffer, the collect/update loop, the twin critics' optimizer and Polyak targets, the entropy
+temperature, ``predict`` and ``save``/``load``. An agent file supplies five small pieces:
+``_build`` (networks), ``_act`` (observation -> env action), ``_critic_values`` (Q of the
+stored actions), ``_next_value`` (soft value of s') and ``_actor_objective`` (Q of the
+policy's differentiable action, and the entropy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from agents import losses
+from agents.buffer import ReplayBuffer
+
+FORMAT = "reparl/1"
+
+# ---------------------------------------------------------------------------- spaces and envs
+
+
+def space_to_json(space: spaces.Space) -> dict[str, Any]:
+    """A JSON description of the spaces reparl supports (no pickle anywhere)."""
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist()}
+    if isinstance(space, spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": space.low.tolist(), "high": space.high.tolist()}
+    raise TypeError(f"cannot describe space {space}")
+
+
+def space_from_json(d: dict[str, Any]) -> spaces.Space:
+    kind = d.get("type")
+    if kind == "Discrete":
+        return spaces.Discrete(int(d["n"]), start=int(d["start"]))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.array(d["nvec"], dtype=np.int64), start=np.array(d["start"], dtype=np.int64))
+    if kind == "Box":
+        return spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
+                          shape=tuple(d["shape"]), dtype=d["dtype"])
+    raise ValueError(f"unknown space type {kind!r} in saved metadata")
+
+
+def obs_dim(space: spaces.Space) -> int:
+    """Width of the flat float vector the networks see."""
+    if isinstance(space, spaces.Box):
+        return int(np.prod(space.shape))
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    raise TypeError(f"observation space {space} is not supported: use a Box or Discrete space, "
+                    "or flatten it with gymnasium.wrappers.FlattenObservation")
+
+
+def make_vec_env(env: str | gym.Env | gym.vector.VectorEnv, n_envs: int = 1) -> gym.vector.VectorEnv:
+    """An env id, an env or a vector env -> a Gymnasium vector env.
+
+    Ids get ``SAME_STEP`` autoreset, so the final observation of an episode arrives with the
+    step that ended it (in ``info["final_obs"]``) and no step is spent on a reset.
+    """
+    if isinstance(env, gym.vector.VectorEnv):
+        return env
+    if isinstance(env, str):
+        try:
+            return gym.make_vec(env, num_envs=n_envs, vectorization_mode="sync",
+                                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+        except gym.error.Error as e:
+            raise ValueError(f"cannot make env {env!r}: {e}") from e
+    if isinstance(env, gym.Env):
+        if n_envs != 1:
+            raise ValueError(f"an env instance gives one copy; got n_envs={n_envs}. Pass the env id instead.")
+        return gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    raise TypeError(f"env must be a Gymnasium id, Env or VectorEnv; got {type(env).__name__}. "
+                    "For an SB3 VecEnv, pass the env id instead.")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device; use device='cpu' or 'auto'")
+    return device
+
+
+# ------------------------------------------------------------------------------- the core
+
+
+class SoftActorCritic:
+    """Off-policy soft actor-critic (Haarnoja et al. 2018) with twin critics, Polyak targets and
+    a learned entropy temperature. Subclasses define the action distribution.
+
+    Shared hyperparameters (each also a field of the run config):
+
+    Args:
+        env: a Gymnasium id, ``Env`` or ``VectorEnv``; ``None`` needs ``observation_space`` and
+            ``action_space`` and gives an agent that can predict but not learn.
+        learning_rate: Adam step size of the actor and the entropy temperature.
+        critic_learning_rate: Adam step size of the critics (CleanRL uses 1e-3 against 3e-4).
+        buffer_size: replay capacity in transitions.
+        learning_starts: env steps of uniform random actions before updates begin.
+        batch_size: transitions per gradient step.
+        gamma: discount.
+        target_update_rate: Polyak rate of the target critics (``tau`` in most SAC code; renamed
+            here because ``temperature`` belongs to Gumbel-Softmax).
+        train_freq: env steps (per env copy) between rounds of updates.
+        gradient_steps: updates per round; the update-to-data ratio is gradient_steps / (train_freq * n_envs).
+        net_arch: hidden widths of the actor and of every critic.
+        n_critics: critics in the ensemble; the target takes their minimum (clipped double Q).
+        alpha: initial entropy weight.
+        learn_alpha: tune alpha toward ``target_entropy`` (Haarnoja et al. 2018b).
+        target_entropy: desired policy entropy in nats; ``None`` picks the agent's default.
+        relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
+        n_envs: env copies when ``env`` is an id.
+        seed: seeds torch, numpy, the env and the warm-up actions.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = ()
+    other_agent: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 3e-4, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
+        "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "target_update_rate": 0.005,
+        "train_freq": 1, "gradient_steps": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
+        "learn_alpha": True, "target_entropy": None, "relu_subgradient": 0.0, "n_envs": 1,
+        "seed": None, "device": "auto",
+    }
+
+    def __init__(self, env: str | gym.Env | gym.vector.VectorEnv | None = None, *,
+                 observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,
+                 **hyperparameters: Any) -> None:
+        unknown = set(hyperparameters) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown hyperparameters {sorted(unknown)}; "
+                            f"known: {sorted(self.defaults)}")
+        hp = {**self.defaults, **hyperparameters}
+        hp["net_arch"] = [int(w) for w in hp["net_arch"]]
+        self.hparams = hp
+        self._validate(hp)
+        self.device = resolve_device(hp["device"])
+        seed = hp["seed"]
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+
+        self.env: gym.vector.VectorEnv | None = None
+        if env is not None:
+            self.env = make_vec_env(env, hp["n_envs"])
+            observation_space = self.env.single_observation_space
+            action_space = self.env.single_action_space
+        if observation_space is None or action_space is None:
+            raise ValueError("pass an env, or both observation_space and action_space")
+        self.observation_space, self.action_space = observation_space, action_space
+        self._check_spaces()
+        self.obs_dim = obs_dim(observation_space)
+
+        self._build()
+        self.critic_target = self._copy_frozen(self.critic)
+        self.log_alpha = torch.tensor(math.log(hp["alpha"]), device=self.device, requires_grad=hp["learn_alpha"])
+        self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
+            else self._default_target_entropy()
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=hp["learning_rate"], fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=hp["critic_learning_rate"], fused=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=hp["learning_rate"])
+
+        self.num_timesteps = 0
+        self.num_updates = 0
+        self.buffer: ReplayBuffer | None = None
+        self._info_sums: dict[str, Tensor] = {}
+        self._info_count = 0
+        self.episode_returns: list[float] = []
+        self.episode_lengths: list[int] = []
+        self._last_obs: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- pieces an agent supplies
+    def _build(self) -> None:
+        """Create ``self.policy`` and ``self.critic`` (a CriticEnsemble) on ``self.device``."""
+        raise NotImplementedError
+
+    def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _critic_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _next_value(self, next_obs: Tensor, next_masks: Tensor | None, alpha: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _actor_objective(self, obs: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def _default_target_entropy(self) -> float:
+        raise NotImplementedError
+
+    def _env_action(self, action: Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def _stored_action(self, env_action: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _action_shape(self) -> tuple[tuple[int, ...], torch.dtype]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- construction helpers
+    @staticmethod
+    def _validate(hp: dict[str, Any]) -> None:
+        checks = {
+            "learning_rate": hp["learning_rate"] > 0, "critic_learning_rate": hp["critic_learning_rate"] > 0,
+            "buffer_size": hp["buffer_size"] >= 1, "learning_starts": hp["learning_starts"] >= 0,
+            "batch_size": hp["batch_size"] >= 1, "gamma": 0 <= hp["gamma"] <= 1,
+            "target_update_rate": 0 < hp["target_update_rate"] <= 1, "train_freq": hp["train_freq"] >= 1,
+            "gradient_steps": hp["gradient_steps"] >= 0, "n_critics": hp["n_critics"] >= 1,
+            "alpha": hp["alpha"] > 0, "relu_subgradient": 0 <= hp["relu_subgradient"] <= 1,
+            "n_envs": hp["n_envs"] >= 1, "net_arch": len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid hyperparameters: " + ", ".join(f"{k}={hp[k]!r}" for k in bad))
+
+    def _check_spaces(self) -> None:
+        if not isinstance(self.action_space, self.supported_action_spaces):
+            names = "/".join(s.__name__ for s in self.supported_action_spaces)
+            raise TypeError(f"{type(self).__name__} handles {names} action spaces, not {self.action_space}; "
+                            f"use {self.other_agent}")
+        obs_dim(self.observation_space)  # raises for unsupported observation spaces
+
+    def _copy_frozen(self, module: nn.Module) -> nn.Module:
+        import copy
+
+        target = copy.deepcopy(module)
+        for p in target.parameters():
+            p.requires_grad_(False)
+        return target
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.exp())
+
+    # ---------------------------------------------------------------- observations
+    def _obs_tensor(self, obs: np.ndarray) -> Tensor:
+        """Batched env observations -> (B, obs_dim) float tensor on the device."""
+        t = torch.as_tensor(np.asarray(obs), device=self.device)
+        if isinstance(self.observation_space, spaces.Discrete):
+            return nn.functional.one_hot(t.long().reshape(-1) - int(self.observation_space.start),
+                                         int(self.observation_space.n)).float()
+        return t.reshape(t.shape[0], -1).float()
+
+    # ---------------------------------------------------------------- acting
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = False, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """SB3's signature: actions for a single observation or a batch; ``state`` passes through.
+
+        ``action_masks`` follows sb3-contrib: a flat boolean vector per observation.
+        """
+        obs = np.asarray(observation)
+        if isinstance(self.observation_space, spaces.Discrete):
+            single = obs.ndim == 0
+        else:
+            single = obs.shape == self.observation_space.shape
+            if not single and obs.shape[1:] != self.observation_space.shape:
+                raise ValueError(f"observation shape {obs.shape} fits neither {self.observation_space.shape} "
+                                 f"nor a batch of it")
+        batch = obs[None] if single else obs
+        masks = None
+        if action_masks is not None:
+            m = np.asarray(action_masks, dtype=bool)
+            masks = torch.as_tensor(m[None] if single else m, device=self.device)
+        with torch.no_grad():
+            action = self._env_action(self._act(self._obs_tensor(batch), deterministic, masks))
+        return (action[0] if single else action), state
+
+    # ---------------------------------------------------------------- learning
+    def _ensure_buffer(self) -> ReplayBuffer:
+        if self.buffer is None:
+            shape, dtype = self._action_shape()
+            mask_size = self._mask_size()
+            self.buffer = ReplayBuffer(self.hparams["buffer_size"], (self.obs_dim,), shape, dtype,
+                                       self.device, mask_size=mask_size)
+        return self.buffer
+
+    def _mask_size(self) -> int | None:
+        return None
+
+    def _env_masks(self) -> np.ndarray | None:
+        return None
+
+    def learn(self, total_timesteps: int, callback: Callable[[SoftActorCritic], bool | None] | None = None,
+              progress_bar: bool = False, reset_num_timesteps: bool = False) -> SoftActorCritic:
+        """Collect ``total_timesteps`` env steps (summed over env copies), updating as it goes.
+
+        ``callback(agent)`` runs after every vector step; returning ``False`` stops learning.
+        """
+        if self.env is None:
+            raise RuntimeError("this agent has no env; pass one to the constructor or to load(path, env=...)")
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be >= 0; got {total_timesteps}")
+        hp, env, buffer = self.hparams, self.env, self._ensure_buffer()
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        n_envs = env.num_envs
+        if self._last_obs is None:
+            self._last_obs, _ = env.reset(seed=hp["seed"])
+            env.action_space.seed(hp["seed"])
+            self._returns = np.zeros(n_envs)
+            self._lengths = np.zeros(n_envs, dtype=np.int64)
+        autoreset = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        next_step_mode = autoreset in (gym.vector.AutoresetMode.NEXT_STEP, "NextStep")
+        prev_done = np.zeros(n_envs, dtype=bool)
+        end = self.num_timesteps + total_timesteps
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_timesteps, unit="step", dynamic_ncols=True)
+        obs = self._last_obs
+        masks = self._env_masks()
+        try:
+            while self.num_timesteps < end:
+                if self.num_timesteps < hp["learning_starts"]:
+                    env_action = env.action_space.sample(mask=self._space_sample_mask(masks))
+                else:
+                    with torch.no_grad():
+                        mt = torch.as_tensor(masks, device=self.device) if masks is not None else None
+                        env_action = self._env_action(self._act(self._obs_tensor(obs), False, mt))
+                next_obs, rewards, terminated, truncated, info = env.step(env_action)
+                done = np.logical_or(terminated, truncated)
+                real_next = next_obs
+                if not next_step_mode and done.any():
+                    real_next = np.array(next_obs, copy=True)
+                    for i in np.flatnonzero(done):
+                        real_next[i] = info["final_obs"][i]
+                next_masks = self._env_masks()
+                if next_step_mode:  # the step after a done only resets: nothing to store
+                    keep = ~prev_done
+                    if keep.any():
+                        buffer.add(*(np.asarray(x)[keep] for x in (obs, self._stored_action(env_action), rewards,
+                                                                  real_next, terminated, truncated)),
+                                   next_masks[keep] if next_masks is not None else None)
+                    prev_done = done
+                else:
+                    buffer.add(obs, self._stored_action(env_action), rewards, real_next, terminated, truncated,
+                               next_masks)
+                self._track_episodes(rewards, done)
+                obs, masks = next_obs, next_masks
+                self.num_timesteps += n_envs
+                steps_per_env = self.num_timesteps // n_envs
+                if self.num_timesteps >= hp["learning_starts"] and steps_per_env % hp["train_freq"] == 0:
+                    for _ in range(hp["gradient_steps"]):
+                        self.train_step()
+                if bar is not None:
+                    bar.update(n_envs)
+                    if self.episode_returns and steps_per_env % 100 == 0:
+                        bar.set_postfix(ep_return=f"{self.episode_returns[-1]:.1f}", refresh=False)
+                if callback is not None and callback(self) is False:
+                    break
+        finally:
+            self._last_obs = obs
+            if bar is not None:
+                bar.close()
+        return self
+
+    def _space_sample_mask(self, masks: np.ndarray | None) -> Any:
+        return None
+
+    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        self._returns += rewards
+        self._lengths += 1
+        for i in np.flatnonzero(done):
+            self.episode_returns.append(float(self._returns[i]))
+            self.episode_lengths.append(int(self._lengths[i]))
+            self._returns[i] = 0.0
+            self._lengths[i] = 0
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One gradient step on the critics, the actor and the entropy temperature, then Polyak.
+
+        Order as in jaxrl and SB3: the actor is improved against the freshly updated critics.
+        """
+        hp = self.hparams
+        batch = self.buffer.sample(hp["batch_size"])
+        alpha = self.log_alpha.detach().exp()
+
+        with torch.no_grad():
+            next_v = self._next_value(batch.next_obs, batch.next_masks, alpha)
+            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, hp["gamma"])
+        c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        c_loss.backward()
+        info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
+        self.critic_optimizer.step()
+
+        q, entropy, a_info = self._actor_objective(batch.obs)
+        a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        a_loss.backward()
+        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+        self.actor_optimizer.step()
+        info.update(a_info)
+        info.update(a_info2)
+
+        if hp["learn_alpha"]:
+            t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            t_loss.backward()
+            self.alpha_optimizer.step()
+            info.update(t_info)
+        else:
+            info["train/alpha"] = alpha
+
+        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
+        self.num_updates += 1
+        self._accumulate(info)
+        return info
+
+    def _accumulate(self, info: dict[str, Tensor]) -> None:
+        for k, v in info.items():
+            v = v.detach()
+            self._info_sums[k] = self._info_sums[k] + v if k in self._info_sums else v.clone()
+        self._info_count += 1
+
+    def pop_train_info(self) -> dict[str, float]:
+        """Means of the update metrics since the last call (one host sync), then reset."""
+        if not self._info_count:
+            return {}
+        keys = list(self._info_sums)
+        values = (torch.stack([self._info_sums[k] for k in keys]) / self._info_count).tolist()
+        self._info_sums, self._info_count = {}, 0
+        return dict(zip(keys, values, strict=True))
+
+    # ---------------------------------------------------------------- save / load
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Every tensor of the agent (flat names) and the JSON-able rest: the save format."""
+        tensors: dict[str, Tensor] = {}
+        for name, module in self._modules().items():
+            for k, v in module.state_dict().items():
+                tensors[f"{name}.{k}"] = v
+        tensors["log_alpha"] = self.log_alpha.detach().reshape(1)
+        optim_meta = {}
+        for name, opt in self._optimizers().items():
+            sd = opt.state_dict()
+            optim_meta[name] = sd["param_groups"]
+            for idx, st in sd["state"].items():
+                for k, v in st.items():
+                    tensors[f"optim.{name}.{idx}.{k}"] = torch.as_tensor(v).reshape(-1) if v.dim() == 0 else v
+        meta = {"format": FORMAT, "agent": type(self).__name__, "hparams": self.hparams,
+                "observation_space": space_to_json(self.observation_space),
+                "action_space": space_to_json(self.action_space), "num_timesteps": self.num_timesteps,
+                "num_updates": self.num_updates, "optimizers": optim_meta, "extra": self._extra_state()}
+        return tensors, meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights, optimizer states and metadata to one safetensors file (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self.state_tensors()
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"reparl": json.dumps(meta)})
+        tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under `path`
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, env: str | gym.Env | gym.vector.VectorEnv | None = None,
+             device: str = "auto", **overrides: Any) -> SoftActorCritic:
+        """Rebuild an agent from :meth:`save`'s file. Never unpickles; rejects files that do not match."""
+        tensors, meta = read_model_file(path)
+        if meta.get("agent") != cls.__name__:
+            raise ValueError(f"{path} holds a {meta.get('agent')} model; load it with {meta.get('agent')}.load")
+        hp = {**meta["hparams"], "device": device, **overrides}
+        obs_space = space_from_json(meta["observation_space"])
+        act_space = space_from_json(meta["action_space"])
+        if env is not None:
+            agent = cls(env, **hp)
+            for what, mine, theirs in (("observation", agent.observation_space, obs_space),
+                                       ("action", agent.action_space, act_space)):
+                if mine != theirs:
+                    raise ValueError(f"{path} was trained with {what} space {theirs}; this env has {mine}")
+        else:
+            agent = cls(None, observation_space=obs_space, action_space=act_space, **hp)
+        agent.load_state_tensors(tensors, meta, source=str(path))
+        return agent
+
+    def load_state_tensors(self, tensors: dict[str, Tensor], meta: dict[str, Any], source: str = "state") -> None:
+        for name, module in self._modules().items():
+            prefix = f"{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            own = module.state_dict()
+            missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+            wrong = [f"{k}: file {tuple(sd[k].shape)}/{sd[k].dtype}, agent {tuple(own[k].shape)}/{own[k].dtype}"
+                     for k in set(own) & set(sd) if sd[k].shape != own[k].shape or sd[k].dtype != own[k].dtype]
+            if missing or extra or wrong:
+                raise ValueError(f"{source} does not match this {type(self).__name__} ({name}): "
+                                 f"missing {missing}, unexpected {extra}, mismatched {sorted(wrong)}")
+            module.load_state_dict(sd)
+        with torch.no_grad():
+            self.log_alpha.copy_(tensors["log_alpha"].reshape(()))
+        for name, opt in self._optimizers().items():
+            groups = meta["optimizers"][name]
+            state: dict[int, dict[str, Tensor]] = {}
+            for k, v in tensors.items():
+                if k.startswith(f"optim.{name}."):
+                    _, _, idx, key = k.split(".", 3)
+                    state.setdefault(int(idx), {})[key] = v.reshape(()) if key == "step" else v
+            opt.load_state_dict({"state": state, "param_groups": groups})
+        self.num_timesteps = int(meta["num_timesteps"])
+        self.num_updates = int(meta.get("num_updates", 0))
+        self._load_extra_state(meta.get("extra", {}))
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of a reparl file. Only safetensors is parsed: no pickle, ever."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("reparl")
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable reparl model file (corrupt, truncated or not "
+                         f"safetensors): {e}") from e
+    if raw is None:
+        raise ValueError(f"{path} is a safetensors file without reparl metadata")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: reparl metadata is not valid JSON: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    return tensors, meta
+
+
+def timer() -> float:
+    return time.perf_counter()

@@ -1,0 +1,262 @@
+"""Action distributions that can be differentiated through their own samples.
+
+Both classes are stateless views over the network's outputs: constructing one does the
+work, and no call changes it, so the same object gives the same answers every time.
+
+* :class:`GumbelSoftmax` — categorical actions (Discrete, MultiDiscrete, masked). Exact
+  samples come from the Gumbel-max trick; differentiable one-hot samples come from a
+  pluggable *estimator* of the gradient through the argmax (see :data:`ESTIMATORS`).
+* :class:`SquashedGaussian` — Box actions: ``low + (tanh(mu + sigma * eps) + 1) * (high - low) / 2``.
+
+Layout convention for categorical actions: logits are ``(batch, factors, choices)``. A Discrete
+space is one factor. MultiDiscrete factors with fewer choices than the widest are padded, and
+padded or masked choices carry :data:`MASKED_LOGIT`, whose probability underflows to exactly 0
+in float32 while its log-probability stays finite (so ``p * log p`` is 0, not NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MASKED_LOGIT = -1e8
+"""Logit given to invalid choices: exp() of it relative to any valid logit is exactly 0 in fp32."""
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard Gumbel(0, 1) noise, G = -log(E) with E ~ Exp(1).
+
+    Clamping E away from 0 keeps G finite; the clamp changes the distribution only on an event
+    of probability about 1e-38.
+    """
+    e = torch.empty(shape, device=device, dtype=dtype).exponential_(generator=generator)
+    return -torch.log(e.clamp_min(torch.finfo(dtype).tiny))
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient estimators. Each maps (logits, exact one-hot sample D, Gumbel noise G, temperature)
+# to a tensor whose *value* is the action fed to the critic and whose *gradient* w.r.t. the
+# logits is the estimator's. All act along the last axis, so MultiDiscrete factors are
+# independent for free.
+# --------------------------------------------------------------------------------------------
+
+
+def _relaxed(logits: Tensor, gumbel: Tensor, temperature: float) -> Tensor:
+    return torch.softmax((logits + gumbel) / temperature, dim=-1)
+
+
+def straight_through(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
+    """Straight-through Gumbel-Softmax (Jang et al. 2017, sec. 2.2; Bengio et al. 2013).
+
+    Forward: the exact one-hot sample D = onehot(argmax(logits + G)).
+    Backward: d softmax((logits + G) / temperature) / d logits, the relaxed sample's Jacobian.
+    """
+    soft = _relaxed(logits, gumbel, temperature)
+    return hard + soft - soft.detach()
+
+
+def relaxed(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
+    """Gumbel-Softmax / Concrete relaxation (Jang et al. 2017; Maddison et al. 2017).
+
+    Forward and backward: y = softmax((logits + G) / temperature), a point inside the simplex.
+    Its argmax is the Gumbel-max sample, so the env still receives an exact categorical sample.
+    """
+    return _relaxed(logits, gumbel, temperature)
+
+
+def conditional_gumbel(logits: Tensor, hard: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """K draws of Gumbel noise G with argmax(logits + G) equal to the given one-hot `hard`.
+
+    Paulus et al. 2021 (Rao-Blackwellizing the straight-through Gumbel-Softmax), app. A: with
+    normalized log-probabilities theta, the top value theta_D + G_D is a standard Gumbel
+    Z = -log E_D, and every other theta_i + G_i is Gumbel(theta_i) truncated below Z:
+    -log(exp(-Z) + exp(-theta_i) * E_i), E ~ Exp(1). Returns G with shape (k, *logits.shape).
+    """
+    log_p = torch.log_softmax(logits.detach(), dim=-1)
+    shape = (k, *logits.shape)
+    e = torch.empty(shape, device=logits.device, dtype=logits.dtype).exponential_(generator=generator)
+    e = e.clamp_min(torch.finfo(logits.dtype).tiny)
+    e_top = (e * hard).sum(-1, keepdim=True)  # the Exp(1) draw used for the top coordinate
+    top = -torch.log(e_top)  # Z ~ Gumbel(0): max of theta + G when theta is normalized
+    others = -torch.log(torch.exp(-top) + torch.exp(-log_p) * e)
+    perturbed = torch.where(hard.bool(), top, others)
+    return perturbed - log_p
+
+
+def gumbel_rao(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, k: int = 8,
+               generator: torch.Generator | None = None, **_: object) -> Tensor:
+    """Gumbel-Rao straight-through (Paulus et al. 2021, eq. 7).
+
+    Forward: D. Backward: (1/K) sum_k d softmax_tau(theta + G_k) / d theta with G_k ~ Gumbel
+    conditioned on argmax(theta + G_k) = D. Same mean as straight-through, lower variance;
+    K = 1 is straight-through in distribution.
+    """
+    g = conditional_gumbel(logits, hard, k, generator)
+    soft = torch.softmax((logits.unsqueeze(0) + g) / temperature, dim=-1).mean(0)
+    return hard + soft - soft.detach()
+
+
+def _with_jacobian_of(p: Tensor, logits: Tensor) -> Tensor:
+    """A tensor equal to p whose Jacobian w.r.t. logits is J(p) = diag(p) - p p^T."""
+    log_p = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+    return torch.softmax(logits + (log_p - logits).detach(), dim=-1)
+
+
+def reinmax(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
+    """ReinMax, a second-order straight-through estimator (Liu et al. 2023, alg. 2).
+
+    Forward: D ~ Cat(softmax theta). Backward: 2 J(pi_half) g - 1/2 J(pi_0) g with
+    pi_0 = softmax(theta), pi_half = (softmax(theta / tau) + D) / 2, J(p) = diag(p) - p p^T,
+    and g the incoming gradient. Needs tau >= 1. For f linear in D its expectation is the exact
+    gradient (E[J(pi_half)] = 3/4 J(pi_0) at tau = 1).
+    """
+    if temperature < 1.0:
+        raise ValueError(f"reinmax needs temperature >= 1 (Liu et al. 2023); got {temperature}. "
+                         "Set temperature to 1.0 or use estimator='st'.")
+    pi_0 = torch.softmax(logits, dim=-1)
+    pi_half = (torch.softmax(logits / temperature, dim=-1) + hard) / 2
+    surrogate = 2 * _with_jacobian_of(pi_half, logits) - 0.5 * pi_0
+    return hard + surrogate - surrogate.detach()
+
+
+ESTIMATORS: dict[str, Callable[..., Tensor]] = {
+    "st": straight_through,
+    "soft": relaxed,
+    "gumbel-rao": gumbel_rao,
+    "reinmax": reinmax,
+}
+"""Differentiable-sample estimators by name. ``"exact"`` (the expectation over actions) is not a
+sample and lives in the agent's actor loss."""
+
+
+class GumbelSoftmax:
+    """Independent categorical factors, sampled by Gumbel-max, relaxed by Gumbel-Softmax.
+
+    Args:
+        logits: ``(batch, factors, choices)`` unnormalized log-probabilities.
+        temperature: Gumbel-Softmax temperature of the relaxation (not the SAC entropy weight).
+        mask: optional boolean ``(batch, factors, choices)`` or flat ``(batch, sum(nvec))`` with
+            True for allowed choices. A masked choice has probability exactly 0.
+        nvec: choices per factor, for a flat mask or ragged MultiDiscrete; defaults to equal widths.
+    """
+
+    def __init__(self, logits: Tensor, temperature: float = 1.0, mask: Tensor | None = None,
+                 nvec: list[int] | None = None) -> None:
+        if logits.dim() != 3:
+            raise ValueError(f"logits must be (batch, factors, choices); got shape {tuple(logits.shape)}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.temperature = float(temperature)
+        self.nvec = list(nvec) if nvec is not None else [logits.shape[-1]] * logits.shape[1]
+        if mask is not None:
+            mask = self._padded_mask(mask, logits)
+            blocked = ~mask.any(-1)
+            if bool(blocked.any()):
+                row, factor = (int(i) for i in blocked.nonzero()[0])
+                raise ValueError(f"action mask row {row} (factor {factor}) allows no action; "
+                                 "every row needs at least one True entry")
+            logits = logits.masked_fill(~mask, MASKED_LOGIT)
+        self.logits = logits
+        self.log_probs = torch.log_softmax(logits, dim=-1)
+        self.probs = self.log_probs.exp()
+
+    def _padded_mask(self, mask: Tensor, logits: Tensor) -> Tensor:
+        mask = mask.to(device=logits.device, dtype=torch.bool)
+        if mask.shape == logits.shape:
+            return mask
+        if mask.dim() == 2 and mask.shape[-1] == sum(self.nvec):
+            logits.shape[-1]
+            padded = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+            for f, part in enumerate(mask.split(self.nvec, dim=-1)):
+                padded[:, f, : part.shape[-1]] = part
+            return padded
+        raise ValueError(f"mask shape {tuple(mask.shape)} fits neither logits {tuple(logits.shape)} "
+                         f"nor the flat layout (batch, {sum(self.nvec)}) of sb3-contrib")
+
+    # Exact categorical quantities (not those of the relaxation).
+    def log_prob(self, actions: Tensor) -> Tensor:
+        """Log-probability of integer actions ``(batch, factors)``, summed over factors."""
+        return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def entropy(self) -> Tensor:
+        """Exact entropy, summed over factors: ``(batch,)``."""
+        return -(self.probs * self.log_probs).sum(-1).sum(-1)
+
+    def mode(self) -> Tensor:
+        """Most probable choice per factor, ``(batch, factors)``."""
+        return self.logits.argmax(-1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Exact sample by the Gumbel-max trick: argmax(logits + G), ``(batch, factors)``."""
+        g = gumbel_noise(self.logits.shape, self.logits.device, generator, self.logits.dtype)
+        return (self.logits.detach() + g).argmax(-1)
+
+    def rsample(self, estimator: str = "st", generator: torch.Generator | None = None,
+                **estimator_kwargs: object) -> Tensor:
+        """A differentiable one-hot-like sample ``(batch, factors, choices)``.
+
+        Its argmax is always an exact categorical sample (the same Gumbel draw decides it);
+        ``estimator`` picks the forward value and the gradient (see :data:`ESTIMATORS`).
+        """
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
+        g = gumbel_noise(self.logits.shape, self.logits.device, generator, self.logits.dtype)
+        if estimator == "reinmax":
+            # ReinMax's forward is D ~ Cat(softmax theta) at temperature 1, by Gumbel-max.
+            index = (self.logits.detach() + g).argmax(-1)
+        else:
+            index = ((self.logits.detach() + g) / self.temperature).argmax(-1)
+        hard = F.one_hot(index, self.logits.shape[-1]).to(self.logits.dtype)
+        return ESTIMATORS[estimator](self.logits, hard, g, self.temperature,
+                                     generator=generator, **estimator_kwargs)
+
+
+class SquashedGaussian:
+    """``low + (tanh(u) + 1) * (high - low) / 2`` with ``u ~ N(mean, exp(log_std)^2)``.
+
+    The log-density includes the exact change of variables; the tanh term uses the identity
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), which stays finite for large |u|
+    (the naive form gives log(0) once tanh rounds to 1).
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor, low: Tensor, high: Tensor) -> None:
+        if mean.shape != log_std.shape:
+            raise ValueError(f"mean {tuple(mean.shape)} and log_std {tuple(log_std.shape)} differ in shape")
+        self.mean = mean
+        self.log_std = log_std
+        self.std = log_std.exp()
+        self.low = low
+        self.half_range = (high - low) / 2
+        self._log_scale = torch.log(self.half_range).sum()
+
+    def _squash(self, u: Tensor) -> Tensor:
+        return self.low + (torch.tanh(u) + 1) * self.half_range
+
+    def _log_prob_pre_tanh(self, u: Tensor) -> Tensor:
+        normal = -0.5 * ((u - self.mean) / self.std) ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)
+        log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))
+        return (normal - log_det).sum(-1) - self._log_scale
+
+    def rsample(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterized sample and its log-density: u = mean + std * eps, eps ~ N(0, I)."""
+        eps = torch.randn(self.mean.shape, device=self.mean.device, dtype=self.mean.dtype, generator=generator)
+        u = self.mean + self.std * eps
+        return self._squash(u), self._log_prob_pre_tanh(u)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(generator)[0]
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        """Log-density of an action in the Box. Inverting tanh loses precision at the bounds;
+        prefer the log-density returned by :meth:`rsample`."""
+        y = ((action - self.low) / self.half_range - 1).clamp(-1 + 1e-6, 1 - 1e-6)
+        return self._log_prob_pre_tanh(torch.atanh(y))
+
+    def mode(self) -> Tensor:
+        return self._squash(self.mean)

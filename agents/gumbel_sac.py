@@ -1,0 +1,224 @@
+"""GumbelSAC: soft actor-critic for Discrete and MultiDiscrete actions, trained through its sample.
+
+The actor draws an exact categorical action by the Gumbel-max trick and differentiates through
+a Gumbel-Softmax relaxation of it (Jang et al. 2017; Maddison et al. 2017). The critics take the
+one-hot action, so the actor's gradient is pathwise: dQ(s, y)/dy times dy/dlogits, with dy/dlogits
+given by the chosen estimator (``agents.distributions.ESTIMATORS``). ``estimator="exact"`` is the
+expectation over all actions of discrete SAC (Christodoulou 2019): the reference.
+
+Critic forms (``critic``):
+
+* ``"heads"``: Q(s, y) = sum_f q_f(s) . y_f, one output per choice of every factor. Linear in the
+  one-hot, so its value at a relaxed y is exactly the expectation under y, and the soft value of
+  s' is computed exactly. For a Discrete space this is the usual per-action head; for
+  MultiDiscrete it is a factorized critic that cannot represent interactions between factors.
+* ``"joint"``: Q(s, y) = MLP([s, y_1, ..., y_F]), any function of the joint action. Trained only
+  at one-hot vertices, so its slope inside the simplex is unconstrained (see FINDINGS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import Tensor
+
+from agents.core import SoftActorCritic
+from agents.distributions import ESTIMATORS, GumbelSoftmax
+from agents.networks import CategoricalPolicy, CriticEnsemble
+
+ESTIMATOR_CHOICES = ("exact", *ESTIMATORS)
+SCHEDULES = ("constant", "exponential", "linear")
+
+
+def gumbel_temperature(step: int, start: float, schedule: str = "constant", minimum: float = 0.5,
+                       rate: float = 1e-4, anneal_steps: int = 100_000) -> float:
+    """Gumbel-Softmax temperature at an env step, a pure function of the step (so resumable).
+
+    * ``constant``: ``start``.
+    * ``exponential``: ``max(minimum, start * exp(-rate * step))`` (Jang et al. 2017, sec. 4.1).
+    * ``linear``: from ``start`` to ``minimum`` over ``anneal_steps``, then ``minimum``.
+    """
+    if schedule == "constant":
+        return start
+    if schedule == "exponential":
+        return max(minimum, start * math.exp(-rate * step))
+    if schedule == "linear":
+        return start + (minimum - start) * min(1.0, step / anneal_steps)
+    raise ValueError(f"unknown temperature schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
+class GumbelSAC(SoftActorCritic):
+    """Soft actor-critic for Discrete and MultiDiscrete action spaces, through Gumbel-Softmax.
+
+    Args (beyond :class:`agents.core.SoftActorCritic`'s):
+        estimator: actor gradient: ``"st"`` straight-through (default), ``"soft"``,
+            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"``).
+        temperature: Gumbel-Softmax temperature of the relaxation, at the start of the schedule.
+            Not the SAC entropy weight (that is ``alpha``).
+        temperature_schedule: ``"constant"``, ``"exponential"`` or ``"linear"``.
+        temperature_min: floor of the annealed temperature.
+        temperature_rate: exponential decay rate per env step.
+        temperature_anneal_steps: env steps of the linear schedule.
+        gumbel_rao_k: conditional Gumbel draws averaged by ``"gumbel-rao"``.
+        critic: ``"heads"``, ``"joint"``, or ``"auto"`` (heads for Discrete, joint for MultiDiscrete).
+        target_entropy_scale: default target entropy is this times the maximum, sum_f log n_f.
+    """
+
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.MultiDiscrete)
+    other_agent: ClassVar[str] = "GaussianSAC for Box action spaces"
+    defaults: ClassVar[dict[str, Any]] = {
+        **SoftActorCritic.defaults,
+        "estimator": "st", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
+        "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8, "critic": "auto",
+        "target_entropy_scale": 0.5,
+    }
+
+    @staticmethod
+    def _validate(hp: dict[str, Any]) -> None:
+        SoftActorCritic._validate(hp)
+        if hp["estimator"] not in ESTIMATOR_CHOICES:
+            raise ValueError(f"estimator={hp['estimator']!r} is not one of {ESTIMATOR_CHOICES}")
+        if hp["temperature_schedule"] not in SCHEDULES:
+            raise ValueError(f"temperature_schedule={hp['temperature_schedule']!r} is not one of {SCHEDULES}")
+        if not hp["temperature"] > 0 or not hp["temperature_min"] > 0:
+            raise ValueError(f"temperature and temperature_min must be > 0; got {hp['temperature']}, "
+                             f"{hp['temperature_min']}")
+        if hp["estimator"] == "reinmax" and min(hp["temperature"], hp["temperature_min"]
+                                                if hp["temperature_schedule"] != "constant" else 1.0) < 1.0:
+            raise ValueError("estimator='reinmax' needs temperature >= 1 throughout (Liu et al. 2023); "
+                             f"got temperature={hp['temperature']}, temperature_min={hp['temperature_min']}")
+        if hp["critic"] not in ("auto", "heads", "joint"):
+            raise ValueError(f"critic={hp['critic']!r} is not one of ('auto', 'heads', 'joint')")
+        if int(hp["gumbel_rao_k"]) < 1:
+            raise ValueError(f"gumbel_rao_k must be >= 1; got {hp['gumbel_rao_k']}")
+        if not 0 <= hp["target_entropy_scale"] <= 1:
+            raise ValueError(f"target_entropy_scale must be in [0, 1]; got {hp['target_entropy_scale']}")
+
+    # ---------------------------------------------------------------- networks
+    def _build(self) -> None:
+        hp = self.hparams
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            self.nvec, self.start = [int(space.n)], np.array([int(space.start)])
+        else:
+            if space.nvec.ndim != 1:
+                raise TypeError(f"GumbelSAC needs a 1-D MultiDiscrete; got nvec of shape {space.nvec.shape}. "
+                                "Flatten the action space first.")
+            self.nvec, self.start = [int(n) for n in space.nvec], np.asarray(space.start, dtype=np.int64)
+        self.critic_kind = hp["critic"] if hp["critic"] != "auto" else (
+            "heads" if isinstance(space, spaces.Discrete) else "joint")
+        if hp["estimator"] == "exact" and self.critic_kind != "heads":
+            raise ValueError("estimator='exact' sums over every action and needs critic='heads'; with a joint "
+                             "critic that sum has prod(nvec) terms. Use a Gumbel estimator such as 'st'.")
+        width = max(self.nvec)
+        # Positions of the real choices in the padded (factors * width) layout.
+        self.flat_index = torch.tensor([f * width + k for f, n in enumerate(self.nvec) for k in range(n)],
+                                       device=self.device)
+        self.ragged = any(n != width for n in self.nvec)
+        total = sum(self.nvec)
+        self.policy = CategoricalPolicy(self.obs_dim, self.nvec, hp["net_arch"], hp["relu_subgradient"]).to(self.device)
+        in_dim, out_dim = (self.obs_dim, total) if self.critic_kind == "heads" else (self.obs_dim + total, 1)
+        self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"])
+        self.critic.to(self.device)
+
+    def _default_target_entropy(self) -> float:
+        return self.hparams["target_entropy_scale"] * sum(math.log(n) for n in self.nvec)
+
+    def current_temperature(self) -> float:
+        hp = self.hparams
+        return gumbel_temperature(self.num_timesteps, hp["temperature"], hp["temperature_schedule"],
+                                  hp["temperature_min"], hp["temperature_rate"], hp["temperature_anneal_steps"])
+
+    # ---------------------------------------------------------------- action layouts
+    def _flat(self, y: Tensor) -> Tensor:
+        """(B, factors, width) -> (B, sum(nvec)): drop the padding of ragged factors."""
+        y = y.reshape(y.shape[0], -1)
+        return y.index_select(1, self.flat_index) if self.ragged else y
+
+    def _one_hot(self, actions: Tensor) -> Tensor:
+        return self._flat(F.one_hot(actions.long(), max(self.nvec)).float())
+
+    def distribution(self, obs: Tensor, masks: Tensor | None = None) -> GumbelSoftmax:
+        return GumbelSoftmax(self.policy(obs), self.current_temperature(), masks, self.nvec)
+
+    def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:
+        dist = self.distribution(obs, masks)
+        return dist.mode() if deterministic else dist.sample()
+
+    def _env_action(self, action: Tensor) -> np.ndarray:
+        a = action.cpu().numpy() + self.start
+        return a[:, 0] if isinstance(self.action_space, spaces.Discrete) else a
+
+    def _stored_action(self, env_action: np.ndarray) -> np.ndarray:
+        a = np.asarray(env_action).reshape(-1, len(self.nvec))
+        return a - self.start
+
+    def _action_shape(self) -> tuple[tuple[int, ...], torch.dtype]:
+        return (len(self.nvec),), torch.long
+
+    # ---------------------------------------------------------------- action masks (sb3-contrib)
+    def _mask_size(self) -> int | None:
+        return sum(self.nvec) if self._env_has_masks() else None
+
+    def _env_has_masks(self) -> bool:
+        if self.env is None:
+            return False
+        try:
+            self.env.call("action_masks")
+            return True
+        except (AttributeError, NotImplementedError):
+            return False
+
+    def _env_masks(self) -> np.ndarray | None:
+        if self.buffer is None or self.buffer.next_masks is None:
+            return None
+        return np.stack([np.asarray(m, dtype=bool).reshape(-1) for m in self.env.call("action_masks")])
+
+    def _space_sample_mask(self, masks: np.ndarray | None) -> Any:
+        if masks is None:
+            return None
+        if isinstance(self.action_space, spaces.Discrete):
+            return tuple(m.astype(np.int8) for m in masks)
+        return tuple(tuple(p.astype(np.int8) for p in np.split(m, np.cumsum(self.nvec)[:-1])) for m in masks)
+
+    # ---------------------------------------------------------------- the three losses' pieces
+    def _q(self, critic: CriticEnsemble, obs: Tensor, y_flat: Tensor, detach_params: bool = False) -> Tensor:
+        """Q of a (possibly relaxed) flat one-hot action for every critic: (N, B)."""
+        if self.critic_kind == "heads":
+            return (critic(obs, detach_params) * y_flat).sum(-1)
+        return critic(torch.cat([obs, y_flat], dim=-1), detach_params).squeeze(-1)
+
+    def _critic_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        return self._q(self.critic, obs, self._one_hot(actions))
+
+    def _next_value(self, next_obs: Tensor, next_masks: Tensor | None, alpha: Tensor) -> Tensor:
+        dist = self.distribution(next_obs, next_masks)
+        if self.critic_kind == "heads":
+            # Exact soft value sum_a pi(a) [min_i Q_i(s', a) - alpha log pi(a)] (Christodoulou 2019),
+            # the min taken per choice as in CleanRL's discrete SAC.
+            q_min = self.critic_target(next_obs).min(0).values
+            return (self._flat(dist.probs) * q_min).sum(-1) + alpha * dist.entropy()
+        a = dist.sample()
+        return self._q(self.critic_target, next_obs, self._one_hot(a)).min(0).values + alpha * dist.entropy()
+
+    def _actor_objective(self, obs: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        hp = self.hparams
+        dist = self.distribution(obs)
+        if hp["estimator"] == "exact":
+            q_min = self.critic(obs).detach().min(0).values
+            q = (self._flat(dist.probs) * q_min).sum(-1)
+        else:
+            extra = {"k": int(hp["gumbel_rao_k"])} if hp["estimator"] == "gumbel-rao" else {}
+            y = self._flat(dist.rsample(hp["estimator"], **extra))
+            q = self._q(self.critic, obs, y, detach_params=True).min(0).values
+        info = {"train/gumbel_temperature": torch.tensor(dist.temperature)}
+        return q, dist.entropy(), info
+
+    # ---------------------------------------------------------------- save/load
+    def _extra_state(self) -> dict[str, Any]:
+        return {"gumbel_temperature": self.current_temperature()}

@@ -1,0 +1,56 @@
+"""Soft actor-critic losses as pure functions: tensors in, ``(loss, info)`` out.
+
+Nothing here owns a network or an optimizer, so each piece is testable without an env.
+Info values are 0-d tensors left on the device: reading them forces a host sync, so the
+caller aggregates them and reads at logging intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+
+def critic_loss(q: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """0.5 * MSE to the shared target, summed over the ensemble. ``q``: (N, B); ``target``: (B,)."""
+    if q.dim() != 2 or target.shape != q.shape[1:]:
+        raise ValueError(f"critic values {tuple(q.shape)} must be (critics, batch) and the target "
+                         f"{tuple(target.shape)} (batch,)")
+    loss = 0.5 * ((q - target.detach()) ** 2).mean(1).sum()
+    return loss, {"train/critic_loss": loss.detach(), "train/q_mean": q.detach().mean(),
+                  "train/target_mean": target.detach().mean()}
+
+
+def soft_bellman_target(rewards: Tensor, terminated: Tensor, next_value: Tensor, gamma: float) -> Tensor:
+    """r + gamma * (1 - terminated) * V(s'). A truncated step still bootstraps."""
+    return rewards + gamma * (1.0 - terminated) * next_value
+
+
+def actor_loss(q: Tensor, entropy: Tensor, alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """-(Q + alpha * H), batch mean. ``q`` is the value of the policy's (relaxed or expected)
+    action; ``entropy`` is exact (categorical) or the sample estimate -log pi (Gaussian)."""
+    loss = -(q + alpha * entropy).mean()
+    return loss, {"train/actor_loss": loss.detach(), "train/entropy": entropy.detach().mean()}
+
+
+def temperature_loss(log_alpha: Tensor, entropy: Tensor, target_entropy: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """log_alpha * (H - H_target): alpha rises while the entropy is below its target
+    (Haarnoja et al. 2018b, eq. 18, in log space as in SB3 and jaxrl)."""
+    loss = (log_alpha * (entropy.detach() - target_entropy)).mean()
+    return loss, {"train/alpha_loss": loss.detach(), "train/alpha": log_alpha.detach().exp()}
+
+
+@torch.no_grad()
+def polyak_update(target: Iterable[Tensor], source: Iterable[Tensor], rate: float) -> None:
+    """target <- target + rate * (source - target), in place and in one fused call per list."""
+    torch._foreach_lerp_(list(target), list(source), rate)
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> Tensor:
+    """Global L2 norm of the gradients, as a device tensor (no sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))

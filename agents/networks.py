@@ -1,0 +1,153 @@
+"""Networks: a ReLU with an explicit subgradient at 0, an MLP builder, a batched critic ensemble.
+
+ReLU is not differentiable at 0; any c in [0, 1] is a valid subgradient there (Clarke's
+generalized gradient is the interval). Frameworks silently pick c = 0. Here c is a parameter,
+so the choice is explicit and testable; c = 0 reproduces ``torch.relu`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class _ReLUSubgradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, c: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.c = c
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        slope = (x > 0).to(grad.dtype)
+        if ctx.c != 0.0:
+            slope = slope + ctx.c * (x == 0).to(grad.dtype)
+        return grad * slope, None
+
+
+def relu_subgradient(x: Tensor, c: float = 0.0) -> Tensor:
+    """ReLU whose backward pass uses ``c`` as the derivative at exactly 0."""
+    return _ReLUSubgradient.apply(x, c)
+
+
+class ReLU(nn.Module):
+    """ReLU with the subgradient at 0 a parameter ``c`` in [0, 1].
+
+    ``c = 0`` (the default) is what ``torch.relu`` uses, and takes its fused kernel; any other
+    value runs the explicit subgradient. Inputs at exactly 0 are common: dead units, zero padding,
+    and the first layer fed one-hot actions.
+    """
+
+    def __init__(self, c: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= c <= 1.0:
+            raise ValueError(f"ReLU subgradient at 0 must lie in [0, 1] (the Clarke subdifferential); "
+                             f"got c={c}. Use c=0 for torch.relu's convention.")
+        self.c = float(c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x) if self.c == 0.0 else relu_subgradient(x, self.c)
+
+    def extra_repr(self) -> str:
+        return f"c={self.c}"
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, relu_c: float = 0.0) -> nn.Sequential:
+    """Linear-ReLU stack: in_dim -> hidden... -> out_dim, no activation on the output."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
+        layers += [nn.Linear(a, b), ReLU(relu_c)]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """N independent linear layers applied in one batched matmul: (N, B, in) -> (N, B, out).
+
+    Each member is initialised like ``nn.Linear`` (uniform in +-1/sqrt(in)).
+    """
+
+    def __init__(self, n: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1 / math.sqrt(in_dim)
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
+        if x.dim() == 2:  # the same input for every member: broadcast, no copy
+            return torch.matmul(x, w) + b
+        return torch.baddbmm(b, x, w)
+
+
+class CriticEnsemble(nn.Module):
+    """N critics evaluated together: (B, in) -> (N, B, out), one batched op per layer.
+
+    ``detach_params=True`` evaluates the same function with the parameters cut from the graph,
+    so an actor loss can differentiate through the critic's *input* without reaching its weights.
+    """
+
+    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, relu_c: float = 0.0) -> None:
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.act = ReLU(relu_c)
+        self.n = n
+
+    def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, detach_params)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+class CategoricalPolicy(nn.Module):
+    """Observation -> logits ``(batch, factors, choices)`` of independent categoricals.
+
+    Ragged MultiDiscrete factors are padded to the widest; the padding gets a logit of -1e8 so it
+    has probability exactly 0. The module is a plain ``nn.Module`` returning a tensor, so it
+    scripts and exports as is; :class:`agents.distributions.GumbelSoftmax` turns the logits
+    into a distribution.
+    """
+
+    def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: Sequence[int], relu_c: float = 0.0) -> None:
+        super().__init__()
+        self.nvec = [int(n) for n in nvec]
+        self.width = max(self.nvec)
+        self.net = mlp(obs_dim, hidden, len(self.nvec) * self.width, relu_c)
+        pad = torch.zeros(len(self.nvec), self.width)
+        for f, n in enumerate(self.nvec):
+            pad[f, n:] = -1e8
+        self.register_buffer("padding", pad, persistent=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        logits = self.net(obs).view(obs.shape[0], len(self.nvec), self.width)
+        return logits + self.padding
+
+
+class GaussianPolicy(nn.Module):
+    """Observation -> (mean, log_std) of the pre-tanh Gaussian.
+
+    log_std is squashed into [log_std_min, log_std_max] by tanh rather than clipped, so its
+    gradient never vanishes at the bounds (as in CleanRL's and jaxrl's SAC).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], relu_c: float = 0.0,
+                 log_std_min: float = -5.0, log_std_max: float = 2.0) -> None:
+        super().__init__()
+        self.trunk = mlp(obs_dim, hidden[:-1], hidden[-1], relu_c)
+        self.act = ReLU(relu_c)
+        self.head = nn.Linear(hidden[-1], 2 * act_dim)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        mean, raw = self.head(self.act(self.trunk(obs))).chunk(2, dim=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1)
+        return mean, log_std

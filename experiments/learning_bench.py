@@ -1,0 +1,157 @@
+"""Learning benchmark: steps to a return threshold and final return, over seeds, beside SB3.
+
+Each (agent, seed) trains in its own process with one torch thread, evaluating every
+``eval_every`` env steps on ``eval_episodes`` deterministic episodes. Ours and SB3's models go
+through the same :func:`experiments.evaluation.evaluate`, so the figures compare directly.
+
+    python -m experiments.learning_bench --suite issue2 --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Job:
+    name: str
+    algo: str  # "GumbelSAC", "GaussianSAC", or "sb3:DQN", "sb3:SAC", "sb3:PPO"
+    env_id: str
+    total: int
+    threshold: float
+    hp: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    eval_every: int = 1000
+    eval_episodes: int = 10
+
+
+# RL Zoo's tuned settings (rl-baselines3-zoo hyperparams/dqn.yml, sac.yml), as FINDINGS.md measured.
+SB3_DQN_CARTPOLE = dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000,
+                        gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
+                        exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]})
+SB3_SAC_PENDULUM = dict(learning_rate=1e-3)
+SB3_PPO_CARTPOLE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+                        learning_rate=1e-3, clip_range=0.2, n_envs=8)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from experiments.evaluation import evaluate
+
+    curve: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    if job.algo.startswith("sb3:"):
+        import stable_baselines3 as sb3
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.env_util import make_vec_env
+
+        hp = dict(job.hp)
+        n_envs = hp.pop("n_envs", 1)
+        cls = getattr(sb3, job.algo[4:])
+        env = make_vec_env(job.env_id, n_envs=n_envs, seed=job.seed)
+        model = cls("MlpPolicy", env, seed=job.seed, device="cpu", verbose=0, **hp)
+
+        class EvalCB(BaseCallback):
+            next_eval = job.eval_every
+
+            def _on_step(self) -> bool:
+                if self.num_timesteps >= self.next_eval:
+                    r = evaluate(self.model, job.env_id, job.eval_episodes, seed=10_000 + self.next_eval)
+                    curve.append((self.next_eval, r.mean))
+                    self.next_eval += job.eval_every
+                return True
+
+        model.learn(job.total, callback=EvalCB())
+    else:
+        from agents import AGENTS
+
+        model = AGENTS[job.algo](job.env_id, seed=job.seed, device="cpu", **job.hp)
+        state = {"next": job.eval_every}
+
+        def cb(agent: Any) -> None:
+            if agent.num_timesteps >= state["next"]:
+                r = evaluate(agent, job.env_id, job.eval_episodes, seed=10_000 + state["next"])
+                curve.append((state["next"], r.mean))
+                state["next"] += job.eval_every
+
+        model.learn(job.total, callback=cb)
+    wall = time.perf_counter() - t0
+    first = next((s for s, r in curve if r >= job.threshold), None)
+    return {**asdict(job), "curve": curve, "first": first, "final": curve[-1][1] if curve else None,
+            "min_after_first": min((r for s, r in curve if first is not None and s >= first), default=None),
+            "wall_s": wall}
+
+
+def summarize(results: list[dict[str, Any]]) -> str:
+    rows = ["| agent | env | seeds | first step ≥ threshold (per seed) | median | final (per seed) | "
+            "min after first | wall s (median) |", "|---|---|---|---|---|---|---|---|"]
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault((r["name"], r["env_id"]), []).append(r)
+    for (name, env_id), rs in by.items():
+        rs.sort(key=lambda r: r["seed"])
+        firsts = [r["first"] for r in rs]
+        reached = sorted(f if f is not None else float("inf") for f in firsts)
+        med = float(np.median(reached)) if float("inf") not in reached[: len(reached) // 2 + 1] else float("inf")
+        finals = ", ".join(f"{r['final']:.0f}" for r in rs)
+        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.0f}" for r in rs)
+        fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
+        rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
+                    f"{'never' if med == float('inf') else f'{med / 1000:g}k'} | "
+                    f"{finals} | {mins} | "
+                    f"{np.median([r['wall_s'] for r in rs]):.0f} |")
+    return "\n".join(rows)
+
+
+SUITES: dict[str, list[Job]] = {
+    "issue2": [
+        Job("GumbelSAC", "GumbelSAC", "CartPole-v1", 50_000, 475.0),
+        Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", 50_000, 475.0, SB3_DQN_CARTPOLE),
+        Job("GaussianSAC", "GaussianSAC", "Pendulum-v1", 10_000, -200.0),
+        Job("SB3 SAC (lr 1e-3)", "sb3:SAC", "Pendulum-v1", 10_000, -200.0, SB3_SAC_PENDULUM),
+    ],
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="issue2", choices=sorted(SUITES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--only", nargs="*", default=None, help="names of the suite's jobs to run")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter overrides for our agents (JSON values)")
+    p.add_argument("--total", type=int, default=None, help="override every job's env-step budget")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    args = p.parse_args(argv)
+    overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
+    jobs = []
+    for base in SUITES[args.suite]:
+        if args.only and base.name not in args.only:
+            continue
+        for seed in args.seeds:
+            hp = base.hp if base.algo.startswith("sb3:") else {**base.hp, **overrides}
+            jobs.append(Job(base.name, base.algo, base.env_id, args.total or base.total, base.threshold,
+                            hp, seed, base.eval_every, base.eval_episodes))
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        results = pool.map(run_job, jobs, chunksize=1)
+    table = summarize(results)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"argv": argv, "overrides": overrides, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -57,7 +57,7 @@ def straight_through(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: 
     Backward: d softmax((logits + G) / temperature) / d logits, the relaxed sample's Jacobian.
     """
     soft = _relaxed(logits, gumbel, temperature)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # (x - x) is exactly 0, so the forward is exactly D
 
 
 def relaxed(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
@@ -98,7 +98,7 @@ def gumbel_rao(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float,
     """
     g = conditional_gumbel(logits, hard, k, generator)
     soft = torch.softmax((logits.unsqueeze(0) + g) / temperature, dim=-1).mean(0)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())
 
 
 def _with_jacobian_of(p: Tensor, logits: Tensor) -> Tensor:
@@ -121,7 +121,7 @@ def reinmax(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **
     pi_0 = torch.softmax(logits, dim=-1)
     pi_half = (torch.softmax(logits / temperature, dim=-1) + hard) / 2
     surrogate = 2 * _with_jacobian_of(pi_half, logits) - 0.5 * pi_0
-    return hard + surrogate - surrogate.detach()
+    return hard + (surrogate - surrogate.detach())
 
 
 ESTIMATORS: dict[str, Callable[..., Tensor]] = {

@@ -1,0 +1,130 @@
+"""Environment factory: single envs and Gymnasium vector envs, as the runner and the agents need them.
+
+* ``make_env(cfg)`` builds one env (to inspect spaces, or for a video).
+* ``make_vec_env(cfg, n_envs)`` builds a sync or async vector env with episode statistics and,
+  optionally, running observation normalization.
+
+Autoreset: ``SAME_STEP`` by default, so an episode's final observation arrives in
+``info["final_obs"]`` with the step that ended it (what ``agents.core`` stores). Observation
+normalization uses ``NEXT_STEP`` instead, because Gymnasium's vector ``NormalizeObservation``
+would leave ``final_obs`` unnormalized otherwise (it refuses ``SAME_STEP``); the agents' core
+skips the reset step in that mode.
+
+An id ``mypkg.module:MyEnv-v0`` imports ``mypkg.module`` first, which must register ``MyEnv-v0``
+(Gymnasium's own ``module:EnvId`` convention).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
+
+if TYPE_CHECKING:
+    from experiments.config import EnvConfig
+
+__all__ = ["env_kwargs", "load_obs_normalization", "make_env", "make_vec_env", "obs_normalization", "resolve_id",
+           "save_obs_normalization", "set_obs_normalization"]
+
+
+def resolve_id(env_id: str) -> str:
+    """Import the ``module:`` part of an id (it registers the env) and return the bare id."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
+    importlib.import_module(module)
+    return name
+
+
+def env_kwargs(cfg: EnvConfig) -> dict[str, Any]:
+    kwargs = dict(cfg.kwargs)
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
+    return kwargs
+
+
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """One env with the config's kwargs and time limit."""
+    kwargs = env_kwargs(cfg)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    return gym.make(resolve_id(cfg.id), **kwargs)
+
+
+def make_vec_env(cfg: EnvConfig, n_envs: int | None = None, normalize: bool | None = None,
+                 copy_wrapper: Callable[[gym.Env, int], gym.Env] | None = None,
+                 render_mode: str | None = None) -> gym.vector.VectorEnv:
+    """A vector env of ``n_envs`` copies (default ``cfg.n_envs``) with episode statistics.
+
+    ``normalize`` defaults to ``cfg.normalize_obs``; the running statistics are read and written
+    with :func:`obs_normalization` / :func:`set_obs_normalization`. ``copy_wrapper(env, i)`` wraps
+    copy ``i`` (e.g. a ``RecordVideo`` with a per-copy file prefix).
+    """
+    n = cfg.n_envs if n_envs is None else n_envs
+    normalize = cfg.normalize_obs if normalize is None else normalize
+    mode = gym.vector.AutoresetMode.NEXT_STEP if normalize else gym.vector.AutoresetMode.SAME_STEP
+    if copy_wrapper is None and render_mode is None:
+        venv = gym.make_vec(resolve_id(cfg.id), num_envs=n, vectorization_mode=cfg.vectorization,
+                            vector_kwargs={"autoreset_mode": mode}, **env_kwargs(cfg))
+    else:
+        def thunk(i: int) -> Callable[[], gym.Env]:
+            def make() -> gym.Env:
+                env = make_env(cfg, render_mode=render_mode)
+                return copy_wrapper(env, i) if copy_wrapper is not None else env
+            return make
+
+        vec_cls = gym.vector.AsyncVectorEnv if cfg.vectorization == "async" else gym.vector.SyncVectorEnv
+        venv = vec_cls([thunk(i) for i in range(n)], autoreset_mode=mode)
+    venv = RecordEpisodeStatistics(venv)
+    if normalize:
+        venv = NormalizeObservation(venv)
+    return venv
+
+
+def _find_normalizer(venv: gym.vector.VectorEnv) -> NormalizeObservation | None:
+    env: Any = venv
+    while env is not None:
+        if isinstance(env, NormalizeObservation):
+            return env
+        env = getattr(env, "env", None)
+    return None
+
+
+def obs_normalization(venv: gym.vector.VectorEnv) -> dict[str, Any] | None:
+    """The running mean/var/count of a normalized vector env, JSON-able; ``None`` if it has none."""
+    norm = _find_normalizer(venv)
+    if norm is None:
+        return None
+    rms = norm.obs_rms
+    return {"mean": np.asarray(rms.mean).tolist(), "var": np.asarray(rms.var).tolist(), "count": float(rms.count),
+            "epsilon": float(norm.epsilon)}
+
+
+def set_obs_normalization(venv: gym.vector.VectorEnv, state: dict[str, Any], frozen: bool = True) -> None:
+    """Copy statistics into a normalized vector env; ``frozen`` stops evaluation from updating them."""
+    norm = _find_normalizer(venv)
+    if norm is None:
+        raise ValueError("this vector env has no NormalizeObservation wrapper; build it with normalize=True")
+    norm.obs_rms.mean = np.asarray(state["mean"], dtype=np.float64)
+    norm.obs_rms.var = np.asarray(state["var"], dtype=np.float64)
+    norm.obs_rms.count = float(state["count"])
+    norm.update_running_mean = not frozen
+
+
+def save_obs_normalization(venv: gym.vector.VectorEnv, path: str | Path) -> Path | None:
+    state = obs_normalization(venv)
+    if state is None:
+        return None
+    Path(path).write_text(json.dumps(state))
+    return Path(path)
+
+
+def load_obs_normalization(path: str | Path) -> dict[str, Any] | None:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,129 @@
+"""The command line: ``run.py``, ``python -m experiments`` and the ``reparl`` script all land here.
+
+    reparl train configs/gumbel_sac/cartpole.yaml --seed 1 --set agent.temperature=0.5 env.n_envs=4
+    reparl eval runs/gumbel_sac-cartpole-20260101-120000-a1b2c3 --episodes 20 --video
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from experiments.config import ConfigError, load_config, parse_overrides
+
+EPILOG_TRAIN = """\
+overrides:
+  --set takes SECTION.KEY=VALUE pairs; each VALUE is read with yaml.safe_load, so
+  agent.net_arch=[64,64], agent.target_entropy=null and train.eval_freq=0 all work.
+  Precedence: schema defaults < CONFIG file < --set < --seed/--wandb/--device.
+  Sections: agent (name + the agent's hyperparameters), env, train, wandb.
+
+examples:
+  %(prog)s configs/gumbel_sac/cartpole.yaml
+  %(prog)s configs/gumbel_sac/cartpole.yaml --seed 3 --set agent.estimator=gumbel-rao agent.gumbel_rao_k=16
+  %(prog)s configs/baselines/dqn_cartpole.yaml --wandb disabled --name dqn-smoke --set train.total_timesteps=2000
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval}")
+
+    t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
+                       description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
+                                   "resolved config, command, git revision, seed, metrics.jsonl, checkpoints and "
+                                   "the final model.",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("config", type=Path, help="YAML config, e.g. configs/gumbel_sac/cartpole.yaml")
+    t.add_argument("--seed", type=int, help="overrides train.seed")
+    t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. agent.temperature=0.5 env.n_envs=4")
+    t.add_argument("--wandb", choices=["offline", "online", "disabled"],
+                   help="overrides wandb.mode (default offline: no account or network needed)")
+    t.add_argument("--device", choices=["cpu", "cuda", "auto"], help="overrides train.device")
+    t.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="parent folder of run folders (default: runs)")
+    t.add_argument("--name", help="run folder prefix (default: <config folder>-<config name>)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
+
+    e = sub.add_parser("eval", help="evaluate a run folder's model (or a model file)",
+                       description="Load a trained model and print the mean ± std return and episode lengths. "
+                                   "Results also go to eval.json in the run folder.")
+    e.add_argument("target", type=Path, metavar="RUN_DIR_OR_MODEL",
+                   help="a run folder, or a model.safetensors / model.zip file")
+    e.add_argument("--episodes", type=int, help="episodes to run (default: the config's train.eval_episodes)")
+    mode = e.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                      help="act with the policy's mode (default)")
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
+    e.add_argument("--video", action="store_true",
+                   help="record every episode as mp4 into <run>/videos/ (and to W&B as media)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the evaluation envs (default 10000)")
+    e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    e.add_argument("--env", dest="env_id", help="env id, for a model file outside a run folder")
+    e.add_argument("--agent", help="algorithm, for an SB3 zip outside a run folder (DQN, PPO, A2C, SAC, TD3)")
+    e.add_argument("--wandb", choices=["offline", "online", "disabled"],
+                   help="log this evaluation to W&B (default: only with --video, in the run's mode)")
+    return parser
+
+
+def _train(args: argparse.Namespace, command: list[str]) -> int:
+    from experiments.train import run_training
+
+    overrides = parse_overrides(args.overrides)
+    for key, value in (("train.seed", args.seed), ("wandb.mode", args.wandb), ("train.device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    cfg = load_config(args.config, overrides)
+    name = args.name or f"{args.config.parent.name}-{args.config.stem}"
+    result = run_training(cfg, args.run_dir, name, command, progress_bar=not args.no_progress)
+    lines = [f"run folder: {result.run_dir}",
+             f"model:      {result.model_path}",
+             f"metrics:    {result.run_dir / 'metrics.jsonl'}",
+             f"config:     {result.run_dir / 'config.yaml'}"]
+    if result.final_eval is not None:
+        lines.append(f"final eval: {result.final_eval:.2f} (mean return over {cfg.train.eval_episodes} episodes)")
+    if result.wandb_sync_hint:
+        lines.append(f"W&B (offline): upload later with `{result.wandb_sync_hint}`")
+    elif result.wandb_error:
+        lines.append(f"W&B: disabled after an error ({result.wandb_error})")
+    lines.append(f"evaluate:   python run.py eval {result.run_dir}")
+    print("\n".join(lines))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from experiments.eval_run import EVAL_SEED, format_report, run_eval
+
+    report = run_eval(args.target, episodes=args.episodes, deterministic=args.deterministic, video=args.video,
+                      seed=EVAL_SEED if args.seed is None else args.seed, device=args.device, env_id=args.env_id,
+                      agent=args.agent, wandb_mode=args.wandb)
+    print(format_report(report, args.deterministic))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a config error, printed without a traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = list(sys.orig_argv) if argv is None else ["reparl", *argv]
+    # Warnings (e.g. "W&B init failed; continuing") go to stderr as one line, not a stack.
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        if args.command == "train":
+            return _train(args, command)
+        return _eval(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

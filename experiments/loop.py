@@ -1,0 +1,123 @@
+"""What happens around the learning loop, shared by our agents and SB3's: progress bar,
+periodic deterministic evaluation, checkpoints and throughput.
+
+Both learners call :meth:`RunLoop.on_step` after every (vector) env step; everything there is
+a couple of integer comparisons unless a boundary was crossed, so the hot loop pays nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs import make_vec_env, obs_normalization, set_obs_normalization
+from experiments.config import Config
+from experiments.evaluation import EvalResult, evaluate
+from experiments.tracking import Tracker
+
+EVAL_SEED = 10_000  # eval episodes are seeded apart from training's seed stream
+
+
+def make_eval_env(cfg: Config, n_episodes: int, copy_wrapper: Callable[[gym.Env, int], gym.Env] | None = None,
+                  render_mode: str | None = None) -> gym.vector.VectorEnv:
+    """At most 10 sync copies (evaluate() spreads the episodes over them)."""
+    env_cfg = dataclasses.replace(cfg.env, vectorization="sync")
+    return make_vec_env(env_cfg, n_envs=min(n_episodes, 10), copy_wrapper=copy_wrapper, render_mode=render_mode)
+
+
+class RunLoop:
+    """Progress bar, evaluation every ``eval_freq`` and checkpoints every ``checkpoint_freq`` env steps."""
+
+    def __init__(self, cfg: Config, run_dir: Path, tracker: Tracker, model: Any,
+                 save: Callable[[Path], Path], checkpoint_suffix: str,
+                 train_env: gym.vector.VectorEnv | None = None, progress_bar: bool = True) -> None:
+        self.cfg, self.run_dir, self.tracker, self.model = cfg, run_dir, tracker, model
+        self.save, self.suffix, self.train_env = save, checkpoint_suffix, train_env
+        t = cfg.train
+        self.next_eval = t.eval_freq if t.eval_freq > 0 else None
+        self.next_ckpt = t.checkpoint_freq if t.checkpoint_freq > 0 else None
+        self.last_eval_step: int | None = None
+        self.last_eval: EvalResult | None = None
+        self.eval_env = make_eval_env(cfg, t.eval_episodes) if t.eval_freq > 0 else None
+        self.paused_s = 0.0  # time in evaluation and checkpoints, kept out of steps/s
+        self.steps = 0
+        self.bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=t.total_timesteps, unit="step", dynamic_ncols=True,
+                            desc=f"{cfg.agent.name} {cfg.env.id}")
+
+    def on_step(self, num_timesteps: int, ep_return: float | None) -> None:
+        if self.bar is not None:
+            self.bar.update(num_timesteps - self.steps)
+            if ep_return is not None and num_timesteps // 500 != self.steps // 500:
+                post = {"ep_return": f"{ep_return:.1f}"}
+                if self.last_eval is not None:
+                    post["eval"] = f"{self.last_eval.mean:.1f}"
+                self.bar.set_postfix(post, refresh=False)
+        self.steps = num_timesteps
+        if self.next_eval is not None and num_timesteps >= self.next_eval:
+            self.evaluate(num_timesteps)
+            while self.next_eval <= num_timesteps:
+                self.next_eval += self.cfg.train.eval_freq
+        if self.next_ckpt is not None and num_timesteps >= self.next_ckpt:
+            t0 = time.perf_counter()
+            self.save(self.run_dir / "checkpoints" / f"step_{num_timesteps}{self.suffix}")
+            self.paused_s += time.perf_counter() - t0
+            while self.next_ckpt <= num_timesteps:
+                self.next_ckpt += self.cfg.train.checkpoint_freq
+
+    def evaluate(self, step: int) -> EvalResult | None:
+        if self.eval_env is None:
+            return None
+        t0 = time.perf_counter()
+        if self.train_env is not None and (state := obs_normalization(self.train_env)) is not None:
+            set_obs_normalization(self.eval_env, state, frozen=True)
+        result = evaluate(self.model, self.eval_env, self.cfg.train.eval_episodes,
+                          deterministic=self.cfg.train.eval_deterministic, seed=EVAL_SEED + step)
+        metrics = {**result.summary(), "eval/episodes": len(result.returns)}
+        self.tracker.log(metrics, step)
+        self.last_eval, self.last_eval_step = result, step
+        if self.bar is not None:
+            self.bar.set_postfix(eval=f"{result.mean:.1f}", refresh=False)
+        self.paused_s += time.perf_counter() - t0
+        return result
+
+    def close(self, final_step: int) -> None:
+        """Evaluate the final policy unless that step was just evaluated."""
+        if self.eval_env is not None and self.last_eval_step != final_step:
+            self.evaluate(final_step)
+        if self.bar is not None:
+            self.bar.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
+
+
+class Throughput:
+    """Env steps and updates per second between two log events, excluding eval/checkpoint time."""
+
+    def __init__(self, loop: RunLoop) -> None:
+        self.loop = loop
+        self.t, self.steps, self.updates, self.paused = time.perf_counter(), 0, 0, 0.0
+
+    def __call__(self, steps: int, updates: int | None) -> dict[str, float]:
+        now, paused = time.perf_counter(), self.loop.paused_s
+        dt = max(now - self.t - (paused - self.paused), 1e-9)
+        out = {"time/steps_per_s": (steps - self.steps) / dt}
+        if updates is not None:
+            out["time/updates_per_s"] = (updates - self.updates) / dt
+            self.updates = updates
+        self.t, self.steps, self.paused = now, steps, paused
+        return out
+
+
+def window_mean(values: list[float], window: int = 100) -> float | None:
+    """Mean of the last ``window`` values: SB3's ``ep_rew_mean`` convention, so ours and SB3's match."""
+    return float(np.mean(values[-window:])) if values else None

@@ -1,0 +1,155 @@
+"""Metrics sink: ``metrics.jsonl`` in the run folder always, W&B when enabled.
+
+Every event is one dict with ``global_step`` (env steps) and namespaced metrics (``train/``,
+``grad/``, ``rollout/``, ``eval/``, ``time/``). W&B is told ``define_metric("*",
+step_metric="global_step")`` so every chart's x-axis is env steps, never W&B's own ``_step``.
+
+A W&B failure must never cost a training run: any exception from ``wandb`` (at init, log,
+media or artifact time) is reported once as a warning and W&B is switched off for the rest of
+the run, while ``metrics.jsonl`` keeps being written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from experiments.config import Config, resolved_hyperparameters
+
+
+def wandb_tags(cfg: Config) -> list[str]:
+    tags = [cfg.agent.name, cfg.env.id]
+    if cfg.agent.name == "GumbelSAC":
+        tags.append(f"estimator={resolved_hyperparameters(cfg).get('estimator')}")
+    return list(dict.fromkeys(tags + list(cfg.wandb.tags)))
+
+
+def wandb_config(cfg: Config) -> dict[str, Any]:
+    """The full resolved config W&B receives: the agent section carries every hyperparameter in force."""
+    d = cfg.to_dict()
+    d["agent"] = {"name": cfg.agent.name, **resolved_hyperparameters(cfg)}
+    return d
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep them visible instead of failing the write
+    return v
+
+
+class Tracker:
+    """Writes metric events to ``metrics.jsonl`` and, unless disabled or broken, to W&B."""
+
+    def __init__(self, run_dir: Path, cfg: Config, job_type: str | None = None,
+                 metrics_file: str = "metrics.jsonl", name: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.name = name or self.run_dir.name
+        self.metrics_path = self.run_dir / metrics_file
+        self._file = self.metrics_path.open("a")
+        self.run: Any = None
+        self.wandb_dir: Path | None = None
+        self.wandb_error: str | None = None
+        if cfg.wandb.mode != "disabled":
+            self._init_wandb(job_type or cfg.wandb.job_type)
+
+    # ------------------------------------------------------------------ W&B plumbing
+    def _init_wandb(self, job_type: str) -> None:
+        # wandb mistakes our `agents` package for OpenAI's Agents SDK and advertises Weave on every run.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
+        try:
+            import wandb
+
+            w = self.cfg.wandb
+            self.run = wandb.init(
+                mode=w.mode, project=w.project, entity=w.entity, group=w.group or self.cfg.env.id,
+                tags=wandb_tags(self.cfg), job_type=job_type, name=self.name, dir=str(self.run_dir),
+                config=wandb_config(self.cfg), reinit="create_new",
+                # No system-metrics sampler, console capture or code snapshot: they cost CPU and
+                # disk on a 2-core box and add nothing the run folder lacks.
+                settings=wandb.Settings(x_disable_stats=True, console="off", save_code=False, silent=True),
+            )
+            self.run.define_metric("global_step")
+            self.run.define_metric("*", step_metric="global_step")
+            self.wandb_dir = Path(self.run.dir).parent
+        except Exception as e:  # wandb raises many types (UsageError, CommError, ValueError...)
+            self._disable("init", e)
+
+    def _disable(self, what: str, e: BaseException) -> None:
+        self.wandb_error = f"{type(e).__name__}: {e}"
+        warnings.warn(f"W&B {what} failed ({self.wandb_error}); continuing with W&B disabled. "
+                      f"Metrics still go to {self.metrics_path}.", RuntimeWarning, stacklevel=3)
+        run, self.run = self.run, None
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # already broken; nothing more to save
+                pass
+
+    @property
+    def wandb_enabled(self) -> bool:
+        return self.run is not None
+
+    # ------------------------------------------------------------------ events
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        """One event at env step ``step``; written to disk first so W&B can never lose it."""
+        event = {"global_step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(event) + "\n")
+        self._file.flush()
+        if self.run is not None:
+            try:
+                self.run.log({"global_step": int(step), **metrics})
+            except Exception as e:
+                self._disable("log", e)
+
+    def log_video(self, path: Path, step: int, key: str = "eval/video") -> None:
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            self.run.log({"global_step": int(step), key: wandb.Video(str(path), format="mp4")})
+        except Exception as e:
+            self._disable("video", e)
+
+    def log_model(self, path: Path, aliases: list[str] | None = None) -> None:
+        """The final model as a W&B artifact (type ``model``)."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            art = wandb.Artifact(f"model-{self.run.id}", type="model",
+                                 metadata={"agent": self.cfg.agent.name, "env": self.cfg.env.id})
+            art.add_file(str(path))
+            self.run.log_artifact(art, aliases=aliases or ["latest"])
+        except Exception as e:
+            self._disable("artifact", e)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update(values)
+        except Exception as e:
+            self._disable("summary", e)
+
+    def finish(self) -> str | None:
+        """Close everything; returns the ``wandb sync`` hint for offline runs."""
+        self._file.close()
+        if self.run is None:
+            return None
+        hint = None
+        try:
+            offline = self.cfg.wandb.mode == "offline"
+            self.run.finish()
+            if offline and self.wandb_dir is not None:
+                hint = f"wandb sync {self.wandb_dir}"
+        except Exception as e:
+            self._disable("finish", e)
+        self.run = None
+        return hint

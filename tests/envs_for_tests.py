@@ -1,0 +1,119 @@
+"""Tiny Gymnasium environments whose correct behaviour is known exactly, for the agent tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class CounterEnv(gym.Env):
+    """obs = [steps taken in this episode]; never terminates (wrap in TimeLimit to truncate).
+
+    Terminates instead when ``terminate_at`` is reached, so a test can tell the two apart.
+    """
+
+    def __init__(self, terminate_at: int | None = None, box_actions: bool = False) -> None:
+        self.observation_space = spaces.Box(0.0, 1000.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32) if box_actions else spaces.Discrete(2)
+        self.terminate_at = terminate_at
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], dtype=np.float32), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return np.array([float(self.t)], dtype=np.float32), 1.0, terminated, False, {}
+
+
+def counter_env(max_steps: int = 5, terminate_at: int | None = None, box_actions: bool = False) -> gym.Env:
+    return gym.wrappers.TimeLimit(CounterEnv(terminate_at, box_actions), max_episode_steps=max_steps)
+
+
+class DiscreteIdentity(gym.Env):
+    """One-step contextual bandit: obs is the one-hot of a random class, reward 1 for naming it.
+
+    The action space may start anywhere (``start``), so the correct env action is ``class + start``.
+    """
+
+    def __init__(self, n: int = 4, start: int = 0) -> None:
+        self.n, self.start = n, start
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32)
+        self.action_space = spaces.Discrete(n, start=start)
+        self.k = 0
+
+    def _obs(self) -> np.ndarray:
+        o = np.zeros(self.n, dtype=np.float32)
+        o[self.k] = 1.0
+        return o
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.k = int(self.np_random.integers(self.n))
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = float(int(action) == self.k + self.start)
+        return self._obs(), reward, True, False, {}
+
+
+class ContinuousIdentity(gym.Env):
+    """One-step bandit: obs x ~ U[-1, 1], action a in [-2, 2], reward -(a - x)^2 (best: a = x)."""
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
+        self.x = np.zeros(1, dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.x = self.np_random.uniform(-1, 1, size=1).astype(np.float32)
+        return self.x.copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = -float(np.sum((np.asarray(action, dtype=np.float64) - self.x) ** 2))
+        return self.x.copy(), reward, True, False, {}
+
+
+class MultiDiscreteTarget(gym.Env):
+    """Ragged MultiDiscrete([2, 3, 4]) actions; reward counts factors equal to a target read from obs.
+
+    obs is the concatenated one-hot of the target (2 + 3 + 4 = 9 entries); episodes last 8 steps.
+    """
+
+    nvec = (2, 3, 4)
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(sum(self.nvec),), dtype=np.float32)
+        self.action_space = spaces.MultiDiscrete(list(self.nvec))
+        self.target = np.zeros(3, dtype=np.int64)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        o = np.zeros(sum(self.nvec), dtype=np.float32)
+        offsets = np.cumsum((0, *self.nvec[:-1]))
+        o[offsets + self.target] = 1.0
+        return o
+
+    def _draw(self) -> None:
+        self.target = np.array([self.np_random.integers(n) for n in self.nvec])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        self._draw()
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = np.asarray(action)
+        assert a.shape == (3,) and all(0 <= a[i] < n for i, n in enumerate(self.nvec)), a
+        reward = float((a == self.target).sum())
+        self.t += 1
+        self._draw()
+        return self._obs(), reward, False, self.t >= 8, {}

@@ -1,0 +1,163 @@
+"""TorchRL-style gradient isolation on real agents, plus exact checks of the pure loss functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from envs_for_tests import MultiDiscreteTarget
+from torch import Tensor, nn
+
+from agents import GaussianSAC, GumbelSAC, losses
+from agents.core import SoftActorCritic
+
+SMALL: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 32, "learning_starts": 32, "buffer_size": 2_000,
+                         "seed": 0, "device": "cpu"}
+
+
+FACTORIES: dict[str, Callable[[], SoftActorCritic]] = {
+    **{f"cartpole-{est}": (lambda est=est: GumbelSAC("CartPole-v1", estimator=est, **SMALL))
+       for est in ("exact", "st", "soft", "gumbel-rao", "reinmax")},
+    **{f"multidiscrete-joint-{est}": (lambda est=est: GumbelSAC(MultiDiscreteTarget(), estimator=est, **SMALL))
+       for est in ("st", "gumbel-rao")},
+    "pendulum": lambda: GaussianSAC("Pendulum-v1", **SMALL),
+}
+CASES = list(FACTORIES)
+
+
+def make(case: str) -> SoftActorCritic:
+    return FACTORIES[case]()
+
+
+def _nonzero(g: Tensor | None) -> bool:
+    return g is not None and bool(g.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradient_isolation_inside_train_step(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each loss, as train_step builds it, reaches only its own parameters."""
+    agent = make(case)
+    if case.startswith("multidiscrete"):
+        assert agent.critic_kind == "joint"
+    agent.learn(40)  # fills the buffer, a few real updates
+    policy, critic = list(agent.policy.parameters()), list(agent.critic.parameters())
+    watched = [*policy, *critic, agent.log_alpha]
+    seen: dict[str, list[Tensor | None]] = {}
+
+    def spy(name: str, fn):
+        def wrapped(*args: Tensor, **kw: Any):
+            loss, info = fn(*args, **kw)
+            if name == "critic":
+                assert not args[1].requires_grad, "the Bellman target must be a constant"
+            if name == "actor":
+                assert not args[2].requires_grad, "alpha must be detached in the actor loss"
+            seen[name] = list(torch.autograd.grad(loss, watched, retain_graph=True, allow_unused=True))
+            return loss, info
+        return wrapped
+
+    for name in ("critic", "actor", "temperature"):
+        monkeypatch.setattr(losses, f"{name}_loss", spy(name, getattr(losses, f"{name}_loss")))
+    agent.train_step()
+    n_pol, n_cri = len(policy), len(critic)
+    split = {k: (g[:n_pol], g[n_pol:n_pol + n_cri], g[-1]) for k, g in seen.items()}
+    pol, cri, alpha = split["critic"]
+    assert all(g is None for g in pol) and alpha is None and any(_nonzero(g) for g in cri)
+    pol, cri, alpha = split["actor"]
+    assert all(g is None for g in cri) and alpha is None and any(_nonzero(g) for g in pol)
+    pol, cri, alpha = split["temperature"]
+    assert all(g is None for g in [*pol, *cri]) and _nonzero(alpha)
+
+    for p in agent.critic_target.parameters():
+        assert not p.requires_grad and p.grad is None
+    assert all(p.grad is not None for p in policy) and all(p.grad is not None for p in critic)
+
+
+@pytest.mark.parametrize("case", ["cartpole-st", "pendulum"])
+def test_train_step_moves_target_by_polyak_rate(case: str) -> None:
+    agent = make(case)
+    agent.learn(33)
+    before = [p.clone() for p in agent.critic_target.parameters()]
+    agent.train_step()
+    rate = agent.hparams["target_update_rate"]
+    for b, t, s in zip(before, agent.critic_target.parameters(), agent.critic.parameters(), strict=True):
+        assert torch.allclose(t, b + rate * (s - b), atol=1e-7)
+
+
+def test_polyak_update_exact_arithmetic() -> None:
+    """Parameters on a dyadic grid (k / 1024 in [-4, 4]) make every step exact in fp32."""
+    torch.manual_seed(0)
+    source, target = nn.Linear(6, 5), nn.Linear(6, 5)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.copy_(torch.randint(-4096, 4096, p.shape) / 1024)
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.copy_(s)
+            s.add_(1.0)
+    before = [t.clone() for t in target.parameters()]
+    losses.polyak_update(target.parameters(), source.parameters(), 0.5)
+    for b, t in zip(before, target.parameters(), strict=True):
+        assert torch.equal(t - b, torch.full_like(b, 0.5))
+    losses.polyak_update(target.parameters(), source.parameters(), 1.0)
+    assert all(torch.equal(t, s) for t, s in zip(target.parameters(), source.parameters(), strict=True))
+
+
+def test_soft_bellman_target_terminated_vs_truncated() -> None:
+    r, v = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([10.0, 10.0, 10.0])
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    out = losses.soft_bellman_target(r, terminated, v, 0.9)
+    assert torch.equal(out, torch.tensor([10.0, 1.0, 10.0]))  # the third is "truncated": it bootstraps
+
+
+@pytest.mark.parametrize("flag", ["terminated", "truncated"])
+def test_train_step_bootstraps_on_truncation_only(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewards 0 and one shared next state: the critic's target is exactly 0 after a termination and
+    exactly gamma * V(s') after a truncation (V exact for the heads critic, computed before the step)."""
+    agent = GumbelSAC("CartPole-v1", **SMALL)
+    buf = agent._ensure_buffer()
+    n = 64
+    obs = torch.randn(n, 4, generator=torch.Generator().manual_seed(0)).numpy()
+    next_obs = obs[:1].repeat(n, 0)
+    ones, zeros = torch.ones(n).numpy(), torch.zeros(n).numpy()
+    buf.add(obs, zeros.reshape(-1, 1).astype(int), zeros, next_obs,
+            ones if flag == "terminated" else zeros, ones if flag == "truncated" else zeros)
+    with torch.no_grad():
+        v = agent._next_value(torch.as_tensor(next_obs[:1]), None, agent.log_alpha.exp())
+    captured: dict[str, Tensor] = {}
+    real_critic = losses.critic_loss
+
+    def critic_loss(q: Tensor, target: Tensor):
+        captured["target"] = target
+        return real_critic(q, target)
+
+    monkeypatch.setattr(losses, "critic_loss", critic_loss)
+    agent.train_step()
+    expected = torch.zeros(SMALL["batch_size"]) if flag == "terminated" else (agent.hparams["gamma"] * v).expand(32)
+    assert float(v.abs()) > 0
+    assert torch.allclose(captured["target"], expected, atol=1e-6, rtol=0)
+
+
+def test_temperature_loss_sign_moves_alpha_toward_target() -> None:
+    for entropy, target, direction in ((0.1, 1.0, +1), (2.0, 1.0, -1)):
+        log_alpha = torch.tensor(0.0, requires_grad=True)
+        opt = torch.optim.Adam([log_alpha], lr=0.1)
+        loss, info = losses.temperature_loss(log_alpha, torch.full((8,), entropy), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert direction * float(log_alpha.detach()) > 0, (entropy, target, float(log_alpha.detach()))
+        assert "train/alpha" in info
+
+
+def test_critic_and_actor_loss_values_and_shape_errors() -> None:
+    q = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    target = torch.tensor([1.0, 1.0])
+    loss, _ = losses.critic_loss(q, target)
+    assert torch.isclose(loss, torch.tensor(0.5 * (0.5 + 2.5)))  # 0.5 * per-critic MSE, summed
+    with pytest.raises(ValueError, match="critics, batch"):
+        losses.critic_loss(q, torch.ones(3))
+    with pytest.raises(ValueError, match="critics, batch"):
+        losses.critic_loss(torch.ones(2), torch.ones(2))
+    a_loss, _ = losses.actor_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.5, 1.5]), torch.tensor(2.0))
+    assert torch.isclose(a_loss, torch.tensor(-(2.0 + 2.0 * 1.0)))

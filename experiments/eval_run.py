@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +71,17 @@ def load_model(cfg: Config, path: Path, device: str) -> Any:
 
 
 def _video_wrapper(folder: Path, n_episodes: int, n_copies: int) -> Any:
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # a later eval adds videos instead of overwriting these
+
     def wrap(env: gym.Env, i: int) -> gym.Env:
         # Copy i owes episodes i, i + n, ... (evaluate()'s split); record only those, not the
         # extra ones it plays while other copies finish.
         owed = len(range(i, n_episodes, n_copies))
-        return gym.wrappers.RecordVideo(env, str(folder), name_prefix=f"eval-copy{i}",
-                                       episode_trigger=lambda ep: ep < owed, disable_logger=True)
+        with warnings.catch_warnings():
+            # Every copy shares videos/; the files differ by prefix, so "overwriting" is a false alarm.
+            warnings.filterwarnings("ignore", message=".*Overwriting existing videos.*")
+            return gym.wrappers.RecordVideo(env, str(folder), name_prefix=f"eval-{stamp}-copy{i}",
+                                           episode_trigger=lambda ep: ep < owed, disable_logger=True)
     return wrap
 
 
@@ -92,6 +100,8 @@ def run_eval(target: Path, episodes: int | None = None, deterministic: bool = Tr
     out_dir = run_dir if run_dir is not None else model_path.parent
     video_dir = out_dir / "videos"
     if video:
+        # pygame renders off-screen; without a display SDL only prints "XDG_RUNTIME_DIR is invalid".
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         video_dir.mkdir(parents=True, exist_ok=True)
         before = set(video_dir.glob("*.mp4"))
         venv = make_eval_env(cfg, n, copy_wrapper=_video_wrapper(video_dir, n, min(n, 10)), render_mode="rgb_array")

@@ -355,7 +355,7 @@ class SoftActorCritic:
                 else:
                     buffer.add(obs, self._stored_action(env_action), rewards, real_next, terminated, truncated,
                                next_masks)
-                self._track_episodes(rewards, done)
+                self._track_episodes(rewards, done, counted=keep if next_step_mode else None)
                 obs, masks = next_obs, next_masks
                 self.num_timesteps += n_envs
                 steps_per_env = self.num_timesteps // n_envs
@@ -377,9 +377,10 @@ class SoftActorCritic:
     def _space_sample_mask(self, masks: np.ndarray | None) -> Any:
         return None
 
-    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray) -> None:
+    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray, counted: np.ndarray | None = None) -> None:
+        """``counted``: copies whose step belongs to an episode (False on a NEXT_STEP reset step)."""
         self._returns += rewards
-        self._lengths += 1
+        self._lengths += 1 if counted is None else counted
         for i in np.flatnonzero(done):
             self.episode_returns.append(float(self._returns[i]))
             self.episode_lengths.append(int(self._lengths[i]))

@@ -1,0 +1,129 @@
+"""Replay buffer storage, and what the agent's learn loop puts into it at episode ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from envs_for_tests import CounterEnv, counter_env
+
+from agents import GaussianSAC, GumbelSAC
+from agents.buffer import ReplayBuffer
+
+SMALL: dict[str, Any] = {"net_arch": [16], "batch_size": 8, "learning_starts": 10_000, "seed": 0, "device": "cpu"}
+
+
+def _fill(buf: ReplayBuffer, start: int, n: int) -> None:
+    i = np.arange(start, start + n, dtype=np.float32)
+    buf.add(i[:, None], (i % 3).astype(np.int64)[:, None], i, i[:, None] + 0.5, (i % 2 == 0).astype(np.float32),
+            (i % 5 == 0).astype(np.float32))
+
+
+def test_terminated_and_truncated_stored_apart() -> None:
+    buf = ReplayBuffer(10, (1,), (1,), torch.long)
+    buf.add(np.zeros((3, 1)), np.zeros((3, 1)), np.zeros(3), np.ones((3, 1)), np.array([1, 0, 0]), np.array([0, 1, 0]))
+    assert torch.equal(buf.terminated[:3], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(buf.truncated[:3], torch.tensor([0.0, 1.0, 0.0]))
+    batch = buf.sample(200, torch.Generator().manual_seed(0))
+    assert not bool(((batch.terminated == 1) & (batch.truncated == 1)).any())
+    assert bool((batch.truncated == 1).any()) and bool((batch.terminated == 1).any())
+
+
+def test_circular_overwrite() -> None:
+    buf = ReplayBuffer(4, (1,), (1,), torch.long)
+    _fill(buf, 0, 3)
+    assert len(buf) == 3 and buf.pos == 3
+    _fill(buf, 3, 3)  # 3, 4, 5 -> positions 3, 0, 1
+    assert len(buf) == 4 and buf.pos == 2
+    assert buf.obs[:, 0].tolist() == [4.0, 5.0, 2.0, 3.0]
+    assert buf.rewards.tolist() == [4.0, 5.0, 2.0, 3.0]
+    assert buf.next_obs[:, 0].tolist() == [4.5, 5.5, 2.5, 3.5]
+    _fill(buf, 6, 9)  # more than the capacity in one add: the last 4 win
+    assert sorted(buf.rewards.tolist()) == [11.0, 12.0, 13.0, 14.0]
+    batch = buf.sample(64, torch.Generator().manual_seed(1))
+    assert set(batch.rewards.tolist()) <= {11.0, 12.0, 13.0, 14.0}
+    # Rows stay aligned: every field of one sample comes from the same transition.
+    assert torch.equal(batch.obs[:, 0], batch.rewards) and torch.equal(batch.next_obs[:, 0], batch.rewards + 0.5)
+
+
+def test_state_dict_round_trip() -> None:
+    buf = ReplayBuffer(6, (1,), (1,), torch.long, mask_size=3)
+    _fill(buf, 0, 8)
+    state = buf.state_dict()
+    other = ReplayBuffer(6, (1,), (1,), torch.long, mask_size=3)
+    other.load_state_dict(state)
+    assert (other.pos, other.size) == (buf.pos, buf.size)
+    for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "next_masks"):
+        assert torch.equal(getattr(other, k), getattr(buf, k)), k
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(buf.sample(16, g1)[:6], other.sample(16, g2)[:6], strict=True))
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(3, (1,), (1,), torch.long, mask_size=3).load_state_dict(state)
+
+
+def test_empty_and_invalid() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(0, (1,), (1,), torch.long)
+    with pytest.raises(RuntimeError, match="empty"):
+        ReplayBuffer(2, (1,), (1,), torch.long).sample(1)
+
+
+def _stored(agent: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    b = agent.buffer
+    n = len(b)
+    return (b.obs[:n, 0].numpy(), b.next_obs[:n, 0].numpy(), b.terminated[:n].numpy(), b.truncated[:n].numpy())
+
+
+@pytest.mark.parametrize("agent_cls, box", [(GumbelSAC, False), (GaussianSAC, True)])
+def test_learn_stores_real_final_observation_on_truncation(agent_cls: type, box: bool) -> None:
+    """TimeLimit(5): the stored next_obs of the truncating step is the counter 5, not the reset 0."""
+    agent = agent_cls(counter_env(5, box_actions=box), **SMALL)
+    agent.learn(23)
+    obs, nxt, term, trunc = _stored(agent)
+    assert len(obs) == 23
+    assert np.array_equal(nxt, obs + 1), "every transition must go from counter t to t + 1"
+    assert np.array_equal(trunc, (nxt == 5).astype(np.float32)) and not term.any()
+    assert agent.episode_lengths == [5, 5, 5, 5]
+
+
+def test_learn_keeps_termination_apart_from_truncation() -> None:
+    agent = GumbelSAC(counter_env(5, terminate_at=3), **SMALL)
+    agent.learn(9)
+    obs, nxt, term, trunc = _stored(agent)
+    assert np.array_equal(nxt, obs + 1)
+    assert np.array_equal(term, (nxt == 3).astype(np.float32)) and not trunc.any()
+
+
+def test_learn_skips_reset_transition_in_next_step_autoreset() -> None:
+    """NEXT_STEP autoreset: the step after a done only resets; it must not be stored as a transition."""
+    venv = gym.vector.SyncVectorEnv([lambda: counter_env(4), lambda: counter_env(3)],
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    agent = GumbelSAC(venv, **SMALL)
+    agent.learn(2 * 20)
+    obs, nxt, term, trunc = _stored(agent)
+    assert np.array_equal(nxt, obs + 1), "a reset transition (final obs -> 0) was stored"
+    # 20 steps each: env 0 (limit 4) ends at steps 4, 9, 14, 19 and resets on the step after each,
+    # env 1 (limit 3) ends at 3, 7, 11, 15, 19: 9 reset steps out of 40, 9 truncations stored.
+    assert len(obs) == 40 - 9 and int(trunc.sum()) == 9 and not term.any()
+    assert set(nxt[trunc == 1].tolist()) == {3.0, 4.0}
+
+
+def test_episode_lengths_in_next_step_autoreset() -> None:
+    """The NEXT_STEP reset step belongs to no episode: it must not lengthen the next one."""
+    venv = gym.vector.SyncVectorEnv([lambda: counter_env(4)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    agent = GumbelSAC(venv, **SMALL)
+    agent.learn(15)
+    assert agent.episode_lengths == [4, 4, 4]
+
+
+def test_same_step_vector_env_matches_counter() -> None:
+    venv = gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(CounterEnv(), 3)] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    agent = GumbelSAC(venv, **SMALL)
+    agent.learn(12)
+    obs, nxt, _, trunc = _stored(agent)
+    assert len(obs) == 12 and np.array_equal(nxt, obs + 1)
+    assert np.array_equal(trunc == 1, nxt == 3)

@@ -156,5 +156,8 @@ def read_run(path: str | Path) -> OfflineRun:
 
 
 def _set_history(row: dict[str, Any], item: Any) -> None:
-    key = "/".join(item.nested_key) if item.nested_key else item.key
-    row[key] = _history_value(item)
+    """Scalars arrive under ``key`` ("train/loss"); media as ``nested_key`` paths, rebuilt as dicts."""
+    keys = list(item.nested_key) or [item.key]
+    for k in keys[:-1]:
+        row = row.setdefault(k, {})
+    row[keys[-1]] = _history_value(item)

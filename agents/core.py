@@ -249,7 +249,7 @@ class SoftActorCritic:
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+        return float(self.log_alpha.detach().exp())
 
     # ---------------------------------------------------------------- observations
     def _obs_tensor(self, obs: np.ndarray) -> Tensor:
@@ -529,10 +529,13 @@ class SoftActorCritic:
         for name, opt in self._optimizers().items():
             groups = meta["optimizers"][name]
             state: dict[int, dict[str, Tensor]] = {}
+            params = [p for g in opt.param_groups for p in g["params"]]  # state_dict's index order
             for k, v in tensors.items():
                 if k.startswith(f"optim.{name}."):
                     _, _, idx, key = k.split(".", 3)
-                    state.setdefault(int(idx), {})[key] = v.reshape(()) if key == "step" else v
+                    # save() widened 0-d state to (1,): 'step', and Adam's moments of the 0-d log_alpha
+                    shape = () if key == "step" else params[int(idx)].shape
+                    state.setdefault(int(idx), {})[key] = v.reshape(shape)
             opt.load_state_dict({"state": state, "param_groups": groups})
         self.num_timesteps = int(meta["num_timesteps"])
         self.num_updates = int(meta.get("num_updates", 0))

@@ -1,0 +1,286 @@
+"""SB3's test taxonomy on GumbelSAC and GaussianSAC: run, save/load, determinism, bad config, learning."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from envs_for_tests import ContinuousIdentity, DiscreteIdentity, MultiDiscreteTarget
+from gymnasium import spaces
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from agents import GaussianSAC, GumbelSAC
+from agents.core import SoftActorCritic
+
+SMALL: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 32, "learning_starts": 50, "buffer_size": 2_000,
+                         "seed": 0, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny networks run fastest on one thread, and CI's 2 cores are shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def gumbel_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained("gumbel", 60).save(tmp_path_factory.mktemp("model") / "cartpole")
+
+
+def trained(case: str, steps: int = 120, **kw: Any) -> SoftActorCritic:
+    if case == "gumbel":
+        return GumbelSAC("CartPole-v1", **{**SMALL, **kw}).learn(steps)
+    if case == "gaussian":
+        return GaussianSAC("Pendulum-v1", **{**SMALL, **kw}).learn(steps)
+    return GumbelSAC(MultiDiscreteTarget(), **{**SMALL, **kw}).learn(steps)
+
+
+def _obs(agent: SoftActorCritic, n: int = 16) -> np.ndarray:
+    space = agent.observation_space
+    space.seed(0)
+    return np.stack([space.sample() for _ in range(n)])
+
+
+def _stochastic(agent: SoftActorCritic, obs: np.ndarray) -> np.ndarray:
+    torch.manual_seed(123)
+    return agent.predict(obs, deterministic=False)[0]
+
+
+# ------------------------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("case", ["gumbel", "gaussian", "multidiscrete"])
+def test_save_load_same_predictions(case: str, tmp_path: Path) -> None:
+    agent = trained(case)
+    path = agent.save(tmp_path / "model")
+    assert path.suffix == ".safetensors" and path.is_file()
+    cls = type(agent)
+    obs = _obs(agent)
+    for loaded in (cls.load(path, device="cpu"), cls.load(path, env=agent.env, device="cpu")):
+        assert np.array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
+        assert np.array_equal(_stochastic(loaded, obs), _stochastic(agent, obs))
+        for name, module in agent._modules().items():
+            theirs = loaded._modules()[name].state_dict()
+            assert all(torch.equal(v, theirs[k]) for k, v in module.state_dict().items()), name
+        assert loaded.num_timesteps == agent.num_timesteps and loaded.alpha == agent.alpha
+        opt, lopt = agent.critic_optimizer.state_dict(), loaded.critic_optimizer.state_dict()
+        assert all(torch.equal(opt["state"][i]["exp_avg"], lopt["state"][i]["exp_avg"]) for i in opt["state"])
+    loaded.learn(10)  # a loaded agent with an env keeps learning
+
+
+def test_saved_file_is_safetensors_without_pickle(gumbel_file: Path) -> None:
+    raw = gumbel_file.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + header_len])
+    meta = json.loads(header["__metadata__"]["reparl"])
+    assert meta["agent"] == "GumbelSAC" and meta["action_space"]["type"] == "Discrete"
+    assert raw[:1] != b"\x80" and b"cpickle" not in raw.lower() and b"torch._utils" not in raw
+    from safetensors.torch import load_file
+
+    assert "policy.net.0.weight" in load_file(str(gumbel_file))
+
+
+class _CartPole3(gym.Wrapper):
+    def __init__(self) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.action_space = spaces.Discrete(3)
+
+
+def test_load_rejects_wrong_agent_and_wrong_space(gumbel_file: Path) -> None:
+    path = gumbel_file
+    with pytest.raises(ValueError, match="holds a GumbelSAC model"):
+        GaussianSAC.load(path)
+    with pytest.raises(ValueError, match="observation space"):
+        GumbelSAC.load(path, env="Acrobot-v1", device="cpu")
+    # Same observation shape, different number of actions: the action space differs.
+    with pytest.raises(ValueError, match="action space"):
+        GumbelSAC.load(path, env=_CartPole3(), device="cpu")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "empty", "not-reparl"])
+def test_load_rejects_damaged_file(damage: str, gumbel_file: Path, tmp_path: Path) -> None:
+    raw = gumbel_file.read_bytes()
+    path = tmp_path / "m.safetensors"
+    if damage == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "corrupted":
+        path.write_bytes(raw[:8] + b"\xff" * 40 + raw[48:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="truncated|corrupt|without reparl metadata"):
+        GumbelSAC.load(path)
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_pickle_does_not_execute(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(marker))
+    pickle.loads(payload)  # the payload is live: unpickling it creates the marker
+    assert marker.exists()
+    marker.unlink()
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(payload)
+    with pytest.raises(ValueError, match="not a readable reparl model file"):
+        GumbelSAC.load(model)
+    torch.save({"x": _Exploit(marker)}, tmp_path / "t.safetensors")  # torch's zip-pickle format too
+    with pytest.raises(ValueError):
+        GaussianSAC.load(tmp_path / "t.safetensors")
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------- determinism, SB3 API
+
+
+@pytest.mark.parametrize("case", ["gumbel", "gaussian"])
+def test_same_seed_same_actions_and_weights(case: str) -> None:
+    a, b = trained(case, 100), trained(case, 100)
+    c = trained(case, 100, seed=1)
+    obs = _obs(a)
+    assert np.array_equal(_stochastic(a, obs), _stochastic(b, obs))
+    assert all(torch.equal(x, y) for x, y in zip(a.policy.state_dict().values(), b.policy.state_dict().values(),
+                                                   strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(a.critic.state_dict().values(), b.critic.state_dict().values(),
+                                                   strict=True))
+    assert a.buffer.state_dict()["actions"].equal(b.buffer.state_dict()["actions"])
+    assert not all(torch.equal(x, y) for x, y in zip(a.policy.state_dict().values(),
+                                                       c.policy.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("case, env_id", [("gumbel", "CartPole-v1"), ("gaussian", "Pendulum-v1")])
+def test_sb3_evaluate_policy(case: str, env_id: str) -> None:
+    agent = trained(case, 60)
+    mean, std = evaluate_policy(agent, Monitor(gym.make(env_id)), n_eval_episodes=2, deterministic=True)
+    assert np.isfinite(mean) and np.isfinite(std)
+    if case == "gaussian":
+        assert mean < 0  # Pendulum rewards are never positive
+    else:
+        assert mean >= 8  # CartPole cannot fall in fewer than 8 steps
+
+
+# ------------------------------------------------------------------------------- spaces
+
+
+def test_wrong_action_space_points_to_the_other_agent() -> None:
+    with pytest.raises(TypeError, match="use GaussianSAC"):
+        GumbelSAC("Pendulum-v1", **SMALL)
+    with pytest.raises(TypeError, match="use GumbelSAC"):
+        GaussianSAC("CartPole-v1", **SMALL)
+
+
+class _DictObs(gym.Env):
+    observation_space = spaces.Dict({"a": spaces.Box(-1, 1, (2,)), "b": spaces.Discrete(3)})
+    action_space = spaces.Discrete(2)
+
+
+def test_unsupported_observation_space_refused() -> None:
+    with pytest.raises(TypeError, match="FlattenObservation"):
+        GumbelSAC(_DictObs(), **SMALL)
+    with pytest.raises(TypeError, match="finite"):
+        GaussianSAC(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.Box(-np.inf, np.inf, (1,)))
+
+
+def test_predict_single_vs_batch_shapes() -> None:
+    g, c, m = trained("gumbel", 0), trained("gaussian", 0), trained("multidiscrete", 0)
+    for agent, single_shape in ((g, ()), (c, (1,)), (m, (3,))):
+        obs = _obs(agent, 5)
+        one, state = agent.predict(obs[0], state="s")
+        many, _ = agent.predict(obs)
+        assert np.shape(one) == single_shape and many.shape == (5, *single_shape) and state == "s"
+        assert all(agent.action_space.contains(np.asarray(a, dtype=agent.action_space.dtype)) for a in many)
+        assert np.array_equal(agent.predict(obs[0], deterministic=True)[0],
+                              agent.predict(obs, deterministic=True)[0][0])
+        with pytest.raises(ValueError, match="fits neither"):
+            agent.predict(np.zeros((5, 99)))
+    lake = GumbelSAC("FrozenLake-v1", **SMALL)  # Discrete observations are one-hot encoded
+    assert np.shape(lake.predict(3)[0]) == () and lake.predict(np.array([0, 5, 15]))[0].shape == (3,)
+
+
+def test_discrete_with_nonzero_start() -> None:
+    env = DiscreteIdentity(3, start=-1)
+    agent = GumbelSAC(env, **{**SMALL, "learning_starts": 20}).learn(60)
+    actions = agent.predict(np.eye(3, dtype=np.float32))[0]
+    assert set(actions.tolist()) <= {-1, 0, 1}
+    stored = agent.buffer.actions[: len(agent.buffer)]
+    assert int(stored.min()) >= 0 and int(stored.max()) <= 2, "stored actions are 0-based indices"
+    assert stored.unique().numel() == 3
+
+
+def test_multidiscrete_env_learns_without_invalid_actions() -> None:
+    agent = trained("multidiscrete", 150)  # the env asserts every action is valid
+    assert agent.critic_kind == "joint" and agent.num_updates > 0
+    assert np.isfinite(list(agent.pop_train_info().values())).all()
+    heads = GumbelSAC(MultiDiscreteTarget(), estimator="exact", critic="heads", **SMALL).learn(80)
+    assert heads.critic_kind == "heads" and heads.num_updates > 0
+
+
+# ------------------------------------------------------------------------------- bad configuration
+
+
+@pytest.mark.parametrize("bad", [
+    {"learning_rate": 0.0}, {"critic_learning_rate": -1.0}, {"gamma": 1.5}, {"batch_size": 0},
+    {"target_update_rate": 0.0}, {"target_update_rate": 1.5}, {"n_critics": 0}, {"relu_subgradient": 2.0},
+    {"net_arch": []}, {"buffer_size": 0}, {"alpha": 0.0}, {"train_freq": 0}, {"n_envs": 0},
+    {"estimator": "foo"}, {"temperature": 0.0}, {"estimator": "reinmax", "temperature": 0.5},
+    {"estimator": "reinmax", "temperature": 1.0, "temperature_schedule": "linear", "temperature_min": 0.5},
+    {"critic": "x"}, {"gumbel_rao_k": 0}, {"target_entropy_scale": 2.0}, {"temperature_schedule": "cosine"},
+])
+def test_invalid_hyperparameters_raise(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        GumbelSAC("CartPole-v1", **{**SMALL, **bad})
+
+
+def test_unknown_and_inconsistent_hyperparameters() -> None:
+    with pytest.raises(TypeError, match="unknown hyperparameters.*'temprature'"):
+        GumbelSAC("CartPole-v1", temprature=1.0)
+    with pytest.raises(TypeError, match="unknown hyperparameters"):
+        GaussianSAC("Pendulum-v1", estimator="st")  # a GumbelSAC-only option
+    with pytest.raises(ValueError, match="needs critic='heads'"):
+        GumbelSAC(MultiDiscreteTarget(), estimator="exact", **SMALL)
+    with pytest.raises(ValueError, match="total_timesteps"):
+        GumbelSAC("CartPole-v1", **SMALL).learn(-1)
+    with pytest.raises(RuntimeError, match="no env"):
+        GumbelSAC(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.Discrete(2)).learn(10)
+
+
+# ------------------------------------------------------------------------------- learning
+
+
+FAST: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 64, "learning_starts": 100, "learning_rate": 3e-3,
+                        "critic_learning_rate": 3e-3, "buffer_size": 5_000, "seed": 0, "device": "cpu"}
+
+
+def test_gumbel_sac_learns_identity() -> None:
+    """Random play scores 1/4; the start offset (-2) must be handled on the way out and back in."""
+    agent = GumbelSAC(DiscreteIdentity(4, start=-2), estimator="st", **FAST).learn(1_000)
+    mean, _ = evaluate_policy(agent, Monitor(DiscreteIdentity(4, start=-2)), n_eval_episodes=100, deterministic=True)
+    assert mean >= 0.9
+
+
+def test_gaussian_sac_learns_identity() -> None:
+    """Random play scores E[-(a - x)^2] = -(4/3 + 1/3) ~ -1.67 on a in [-2, 2], x in [-1, 1]."""
+    agent = GaussianSAC(ContinuousIdentity(), **FAST).learn(1_000)
+    mean, _ = evaluate_policy(agent, Monitor(ContinuousIdentity()), n_eval_episodes=100, deterministic=True)
+    assert mean >= -0.02

@@ -153,6 +153,8 @@ class GumbelSoftmax:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.temperature = float(temperature)
         self.nvec = list(nvec) if nvec is not None else [logits.shape[-1]] * logits.shape[1]
+        if mask is None and any(n != logits.shape[-1] for n in self.nvec):  # ragged: mask the padding
+            mask = torch.ones(logits.shape[0], sum(self.nvec), dtype=torch.bool, device=logits.device)
         if mask is not None:
             mask = self._padded_mask(mask, logits)
             blocked = ~mask.any(-1)

@@ -142,6 +142,14 @@ def test_multidiscrete_ragged_joint_frequencies() -> None:
     assert chi2_pvalue(counts, joint) > ALPHA
 
 
+def test_ragged_nvec_without_mask_never_samples_padding() -> None:
+    dist = GumbelSoftmax(torch.zeros(2_000, 2, 4), nvec=[2, 4])
+    assert bool((dist.probs[:, 0, 2:] == 0).all())
+    assert torch.allclose(dist.probs[:, 0, :2], torch.full((2_000, 2), 0.5))
+    assert int(dist.sample(gen(41))[:, 0].max()) == 1
+    assert int(dist.rsample("st", gen(41)).argmax(-1)[:, 0].max()) == 1
+
+
 def test_all_masked_row_raises_naming_the_row() -> None:
     mask = torch.ones(3, 1, 4, dtype=torch.bool)
     mask[1] = False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -150,7 +150,7 @@ class SoftActorCritic:
         hp = {**self.defaults, **hyperparameters}
         hp["net_arch"] = [int(w) for w in hp["net_arch"]]
         self.hparams = hp
-        self._validate(hp)
+        self.validate_hyperparameters(hp)
         self.device = resolve_device(hp["device"])
         seed = hp["seed"]
         if seed is not None:
@@ -159,6 +159,7 @@ class SoftActorCritic:
             torch.manual_seed(seed)
 
         self.env: gym.vector.VectorEnv | None = None
+        self.env_id: str | None = env if isinstance(env, str) else getattr(getattr(env, "spec", None), "id", None)
         if env is not None:
             self.env = make_vec_env(env, hp["n_envs"])
             observation_space = self.env.single_observation_space
@@ -183,8 +184,10 @@ class SoftActorCritic:
         self.buffer: ReplayBuffer | None = None
         self._info_sums: dict[str, Tensor] = {}
         self._info_count = 0
-        self.episode_returns: list[float] = []
-        self.episode_lengths: list[int] = []
+        # The last 100 episodes, as SB3's ep_info_buffer; num_episodes counts them all.
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.num_episodes = 0
         self._last_obs: np.ndarray | None = None
 
     # ---------------------------------------------------------------- pieces an agent supplies
@@ -217,20 +220,28 @@ class SoftActorCritic:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- construction helpers
-    @staticmethod
-    def _validate(hp: dict[str, Any]) -> None:
+    @classmethod
+    def validate_hyperparameters(cls, hp: dict[str, Any]) -> None:
+        """Raise ValueError naming every out-of-range value and what is allowed."""
         checks = {
-            "learning_rate": hp["learning_rate"] > 0, "critic_learning_rate": hp["critic_learning_rate"] > 0,
-            "buffer_size": hp["buffer_size"] >= 1, "learning_starts": hp["learning_starts"] >= 0,
-            "batch_size": hp["batch_size"] >= 1, "gamma": 0 <= hp["gamma"] <= 1,
-            "target_update_rate": 0 < hp["target_update_rate"] <= 1, "train_freq": hp["train_freq"] >= 1,
-            "gradient_steps": hp["gradient_steps"] >= 0, "n_critics": hp["n_critics"] >= 1,
-            "alpha": hp["alpha"] > 0, "relu_subgradient": 0 <= hp["relu_subgradient"] <= 1,
-            "n_envs": hp["n_envs"] >= 1, "net_arch": len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1,
+            "learning_rate": (hp["learning_rate"] > 0, "> 0"),
+            "critic_learning_rate": (hp["critic_learning_rate"] > 0, "> 0"),
+            "buffer_size": (hp["buffer_size"] >= 1, ">= 1"),
+            "learning_starts": (hp["learning_starts"] >= 0, ">= 0"),
+            "batch_size": (hp["batch_size"] >= 1, ">= 1"),
+            "gamma": (0 <= hp["gamma"] <= 1, "in [0, 1]"),
+            "target_update_rate": (0 < hp["target_update_rate"] <= 1, "in (0, 1]"),
+            "train_freq": (hp["train_freq"] >= 1, ">= 1"),
+            "gradient_steps": (hp["gradient_steps"] >= 0, ">= 0"),
+            "n_critics": (hp["n_critics"] >= 1, ">= 1"),
+            "alpha": (hp["alpha"] > 0, "> 0"),
+            "relu_subgradient": (0 <= hp["relu_subgradient"] <= 1, "in [0, 1]"),
+            "n_envs": (hp["n_envs"] >= 1, ">= 1"),
+            "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
         }
-        bad = [k for k, ok in checks.items() if not ok]
+        bad = [f"{k}={hp[k]!r} (must be {allowed})" for k, (ok, allowed) in checks.items() if not ok]
         if bad:
-            raise ValueError("invalid hyperparameters: " + ", ".join(f"{k}={hp[k]!r}" for k in bad))
+            raise ValueError("invalid hyperparameters: " + ", ".join(bad))
 
     def _check_spaces(self) -> None:
         if not isinstance(self.action_space, self.supported_action_spaces):
@@ -384,6 +395,7 @@ class SoftActorCritic:
         for i in np.flatnonzero(done):
             self.episode_returns.append(float(self._returns[i]))
             self.episode_lengths.append(int(self._lengths[i]))
+            self.num_episodes += 1
             self._returns[i] = 0.0
             self._lengths[i] = 0
 
@@ -473,7 +485,8 @@ class SoftActorCritic:
         meta = {"format": FORMAT, "agent": type(self).__name__, "hparams": self.hparams,
                 "observation_space": space_to_json(self.observation_space),
                 "action_space": space_to_json(self.action_space), "num_timesteps": self.num_timesteps,
-                "num_updates": self.num_updates, "optimizers": optim_meta, "extra": self._extra_state()}
+                "num_updates": self.num_updates, "optimizers": optim_meta, "extra": self._extra_state(),
+                "env_id": self.env_id}
         return tensors, meta
 
     def save(self, path: str | Path) -> Path:
@@ -569,6 +582,3 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     return tensors, meta
 
-
-def timer() -> float:
-    return time.perf_counter()

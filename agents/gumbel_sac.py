@@ -78,9 +78,9 @@ class GumbelSAC(SoftActorCritic):
         "target_entropy_scale": 0.5,
     }
 
-    @staticmethod
-    def _validate(hp: dict[str, Any]) -> None:
-        SoftActorCritic._validate(hp)
+    @classmethod
+    def validate_hyperparameters(cls, hp: dict[str, Any]) -> None:
+        super().validate_hyperparameters(hp)
         if hp["estimator"] not in ESTIMATOR_CHOICES:
             raise ValueError(f"estimator={hp['estimator']!r} is not one of {ESTIMATOR_CHOICES}")
         if hp["temperature_schedule"] not in SCHEDULES:

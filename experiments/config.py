@@ -303,7 +303,7 @@ def _validate_agent(raw: dict[str, Any], sources: dict[str, str], default_where:
         merged = {**cls.defaults, **hp}
         merged["net_arch"] = list(merged["net_arch"])
         try:
-            cls._validate(merged)
+            cls.validate_hyperparameters(merged)
         except (ValueError, TypeError) as e:
             keys = [k for k in hp if f"{k}=" in str(e) or k in str(e)]
             where = ", ".join(sorted({_where(f"agent.{k}", sources, default_where) for k in keys})) or default_where

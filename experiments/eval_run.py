@@ -34,8 +34,8 @@ def resolve_target(target: Path, env_id: str | None = None,
                    agent: str | None = None) -> tuple[Config, Path, Path | None]:
     """A run folder or a model file -> (config, model path, run folder or None).
 
-    A bare model file outside a run folder needs ``env_id`` (and ``agent`` for an SB3 zip, whose
-    algorithm the file does not name in a form we read without unpickling).
+    A bare SB3 zip outside a run folder needs ``env_id`` and ``agent`` (its algorithm is not named in
+    a form we read without unpickling); our safetensors files name both.
     """
     target = Path(target)
     if target.is_dir():
@@ -47,14 +47,16 @@ def resolve_target(target: Path, env_id: str | None = None,
     if run_dir is not None and (run_dir / "config.yaml").is_file():
         overrides = {"env.id": env_id} if env_id else None
         return load_config(run_dir / "config.yaml", overrides), model, run_dir
-    if env_id is None:
-        raise ConfigError(f"{target} is not inside a run folder (no config.yaml beside it); pass --env ENV_ID")
     if model.suffix == ".safetensors":
         from agents.core import read_model_file
 
         _, meta = read_model_file(model)
         agent = meta["agent"]
-    elif agent is None:
+        env_id = env_id or meta.get("env_id")  # our model files name the env they were trained on
+    if env_id is None:
+        raise ConfigError(f"{target} is not inside a run folder (no config.yaml beside it) and does not name "
+                          "its env; pass --env ENV_ID")
+    if agent is None:
         raise ConfigError(f"{target}: an SB3 zip outside a run folder needs --agent ({', '.join(SB3_ALGOS)})")
     cfg = build_config({"agent": {"name": agent}, "env": {"id": env_id}}, source="--env/--agent")
     return cfg, model, None

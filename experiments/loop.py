@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,6 @@ class Throughput:
         return out
 
 
-def window_mean(values: list[float], window: int = 100) -> float | None:
+def window_mean(values: Sequence[float], window: int = 100) -> float | None:
     """Mean of the last ``window`` values: SB3's ``ep_rew_mean`` convention, so ours and SB3's match."""
-    return float(np.mean(values[-window:])) if values else None
+    return float(np.mean(list(values)[-window:])) if values else None

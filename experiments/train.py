@@ -39,7 +39,7 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool)
         if a.episode_returns:
             metrics["rollout/ep_return"] = window_mean(a.episode_returns)
             metrics["rollout/ep_length"] = window_mean(a.episode_lengths)
-            metrics["rollout/episodes"] = len(a.episode_returns)
+            metrics["rollout/episodes"] = a.num_episodes
         metrics.update(rate(a.num_timesteps, a.num_updates))
         tracker.log(metrics, a.num_timesteps)
         state["last_log"] = a.num_timesteps

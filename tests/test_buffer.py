@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -13,16 +12,6 @@ from envs_for_tests import CounterEnv, counter_env
 
 from agents import GaussianSAC, GumbelSAC
 from agents.buffer import ReplayBuffer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny networks run fastest on one thread, and CI's 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 SMALL: dict[str, Any] = {"net_arch": [16], "batch_size": 8, "learning_starts": 10_000, "seed": 0, "device": "cpu"}
 

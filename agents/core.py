@@ -183,7 +183,7 @@ class SoftActorCritic:
         self.num_updates = 0
         self.buffer: ReplayBuffer | None = None
         self._info_sums: dict[str, Tensor] = {}
-        self._info_count = 0
+        self._info_counts: dict[str, int] = {}  # per key: diagnostics are logged only every N updates
         # The last 100 episodes, as SB3's ep_info_buffer; num_episodes counts them all.
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
@@ -209,6 +209,10 @@ class SoftActorCritic:
 
     def _default_target_entropy(self) -> float:
         raise NotImplementedError
+
+    def _actor_diagnostics(self, obs: Tensor, alpha: Tensor) -> dict[str, Tensor]:
+        """Extra metrics computed with the actor's gradient in place (before the optimizer step)."""
+        return {}
 
     def _env_action(self, action: Tensor) -> np.ndarray:
         raise NotImplementedError
@@ -422,6 +426,7 @@ class SoftActorCritic:
         self.actor_optimizer.zero_grad(set_to_none=True)
         a_loss.backward()
         info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+        info.update(self._actor_diagnostics(batch.obs, alpha))
         self.actor_optimizer.step()
         info.update(a_info)
         info.update(a_info2)
@@ -444,15 +449,16 @@ class SoftActorCritic:
         for k, v in info.items():
             v = v.detach()
             self._info_sums[k] = self._info_sums[k] + v if k in self._info_sums else v.clone()
-        self._info_count += 1
+            self._info_counts[k] = self._info_counts.get(k, 0) + 1
 
     def pop_train_info(self) -> dict[str, float]:
         """Means of the update metrics since the last call (one host sync), then reset."""
-        if not self._info_count:
+        if not self._info_counts:
             return {}
         keys = list(self._info_sums)
-        values = (torch.stack([self._info_sums[k] for k in keys]) / self._info_count).tolist()
-        self._info_sums, self._info_count = {}, 0
+        counts = torch.tensor([self._info_counts[k] for k in keys], dtype=torch.float32)
+        values = (torch.stack([self._info_sums[k].float() for k in keys]).cpu() / counts).tolist()
+        self._info_sums, self._info_counts = {}, {}
         return dict(zip(keys, values, strict=True))
 
     # ---------------------------------------------------------------- save / load

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor
 
+from agents import losses
 from agents.core import SoftActorCritic
 from agents.distributions import ESTIMATORS, GumbelSoftmax
 from agents.networks import CategoricalPolicy, CriticEnsemble
@@ -65,6 +66,9 @@ class GumbelSAC(SoftActorCritic):
         temperature_rate: exponential decay rate per env step.
         temperature_anneal_steps: env steps of the linear schedule.
         gumbel_rao_k: conditional Gumbel draws averaged by ``"gumbel-rao"``.
+        diagnostic_interval: every this many updates, log ``grad/estimator_cosine``, the cosine
+            between the actor's gradient and the exact-expectation gradient on the same batch
+            (heads critic only; one extra actor forward/backward; 0 turns it off).
         critic: ``"heads"``, ``"joint"``, or ``"auto"`` (heads for Discrete, joint for MultiDiscrete).
         target_entropy_scale: default target entropy is this times the maximum, sum_f log n_f.
     """
@@ -80,7 +84,7 @@ class GumbelSAC(SoftActorCritic):
         "target_update_rate": 0.02,
         "estimator": "st", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
         "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8, "critic": "auto",
-        "target_entropy_scale": 0.5,
+        "target_entropy_scale": 0.5, "diagnostic_interval": 1000,
     }
 
     @classmethod
@@ -101,6 +105,8 @@ class GumbelSAC(SoftActorCritic):
             raise ValueError(f"critic={hp['critic']!r} is not one of ('auto', 'heads', 'joint')")
         if int(hp["gumbel_rao_k"]) < 1:
             raise ValueError(f"gumbel_rao_k must be >= 1; got {hp['gumbel_rao_k']}")
+        if int(hp["diagnostic_interval"]) < 0:
+            raise ValueError(f"diagnostic_interval must be >= 0 (0 = off); got {hp['diagnostic_interval']}")
         if not 0 <= hp["target_entropy_scale"] <= 1:
             raise ValueError(f"target_entropy_scale must be in [0, 1]; got {hp['target_entropy_scale']}")
 
@@ -211,18 +217,35 @@ class GumbelSAC(SoftActorCritic):
         a = dist.sample()
         return self._q(self.critic_target, next_obs, self._one_hot(a)).min(0).values + alpha * dist.entropy()
 
+    def _expected_q(self, obs: Tensor, dist: GumbelSoftmax) -> Tensor:
+        """E_pi[min_i Q_i(s, a)] in closed form, for the heads critic (linear in the one-hot)."""
+        return (self._flat(dist.probs) * self.critic(obs).detach().min(0).values).sum(-1)
+
     def _actor_objective(self, obs: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         hp = self.hparams
         dist = self.distribution(obs)
         if hp["estimator"] == "exact":
-            q_min = self.critic(obs).detach().min(0).values
-            q = (self._flat(dist.probs) * q_min).sum(-1)
+            q = self._expected_q(obs, dist)
         else:
             extra = {"k": int(hp["gumbel_rao_k"])} if hp["estimator"] == "gumbel-rao" else {}
             y = self._flat(dist.rsample(hp["estimator"], **extra))
             q = self._q(self.critic, obs, y, detach_params=True).min(0).values
         info = {"train/gumbel_temperature": torch.tensor(dist.temperature)}
         return q, dist.entropy(), info
+
+    def _actor_diagnostics(self, obs: Tensor, alpha: Tensor) -> dict[str, Tensor]:
+        """Is the estimator pointing the right way? Cosine between the actor gradient just computed
+        and the exact-expectation gradient of the same loss on the same batch (issue 6)."""
+        interval = int(self.hparams["diagnostic_interval"])
+        if (interval == 0 or self.num_updates % interval or self.critic_kind != "heads"
+                or self.hparams["estimator"] == "exact"):
+            return {}
+        params = [p for p in self.policy.parameters() if p.grad is not None]
+        dist = self.distribution(obs)
+        loss, _ = losses.actor_loss(self._expected_q(obs, dist), dist.entropy(), alpha)
+        exact = torch.autograd.grad(loss, params)
+        flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])  # noqa: E731
+        return {"grad/estimator_cosine": F.cosine_similarity(flat(p.grad for p in params), flat(exact), dim=0)}
 
     # ---------------------------------------------------------------- save/load
     def _extra_state(self) -> dict[str, Any]:

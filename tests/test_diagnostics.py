@@ -1,0 +1,53 @@
+"""grad/estimator_cosine: the live check that a Gumbel estimator points where the exact gradient does."""
+
+import pytest
+import torch
+
+from agents import GumbelSAC, losses
+
+SMALL = {"net_arch": [16, 16], "batch_size": 32, "learning_starts": 40, "buffer_size": 1_000, "seed": 0,
+         "device": "cpu"}
+
+
+def _agent(**hp: object) -> GumbelSAC:
+    agent = GumbelSAC("CartPole-v1", **{**SMALL, **hp})
+    agent.learn(60)
+    return agent
+
+
+def _exact_actor_loss(agent: GumbelSAC, obs: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    dist = agent.distribution(obs)
+    return losses.actor_loss(agent._expected_q(obs, dist), dist.entropy(), alpha)[0]
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_cosine_is_plus_or_minus_one_against_the_exact_gradient_itself(sign: float) -> None:
+    agent = _agent(diagnostic_interval=1)
+    obs, alpha = agent.buffer.sample(32).obs, torch.tensor(0.3)
+    agent.policy.zero_grad()
+    (sign * _exact_actor_loss(agent, obs, alpha)).backward()
+    cos = agent._actor_diagnostics(obs, alpha)["grad/estimator_cosine"]
+    assert cos.item() == pytest.approx(sign, abs=1e-5)
+
+
+def test_cosine_is_below_one_for_straight_through_and_is_logged_at_its_interval() -> None:
+    agent = _agent(diagnostic_interval=5, estimator="st")
+    agent.pop_train_info()
+    seen = []
+    for _ in range(10):
+        info = agent.train_step()
+        seen.append("grad/estimator_cosine" in info)
+        if seen[-1]:
+            assert -1.0 <= info["grad/estimator_cosine"].item() < 1.0 - 1e-4  # a sampled gradient, not the exact one
+    assert sum(seen) == 2  # num_updates hits a multiple of 5 twice in 10 updates
+    popped = agent.pop_train_info()
+    # Averaged over the 2 updates that logged it, not over all 10 (per-key counts).
+    assert -1.0 <= popped["grad/estimator_cosine"] <= 1.0
+
+
+def test_no_diagnostic_for_exact_joint_critic_or_when_off() -> None:
+    for hp in ({"estimator": "exact"}, {"diagnostic_interval": 0}):
+        agent = _agent(**hp)
+        assert all("grad/estimator_cosine" not in agent.train_step() for _ in range(3)), hp
+    with pytest.raises(ValueError, match="diagnostic_interval"):
+        GumbelSAC("CartPole-v1", diagnostic_interval=-1)

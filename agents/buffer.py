@@ -8,11 +8,39 @@ target never puts probability on an action that was illegal in that state.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device``: free GPU memory, or MemAvailable of
+    /proc/meminfo (free pages from ``os.sysconf`` where there is no /proc); None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(nbytes: int, device: torch.device | str, what: str) -> None:
+    """Refuse an allocation that cannot fit before it is attempted (and before a run starts)."""
+    available = available_memory(device)
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:,.2f} GiB ({nbytes:,} bytes) on {torch.device(device)}, "
+                          f"but only {available / 2**30:,.2f} GiB is available; lower agent.buffer_size")
 
 
 class Batch(NamedTuple):

@@ -25,9 +25,14 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from agents import losses
-from agents.buffer import ReplayBuffer
+from agents.buffer import ReplayBuffer, check_fits
 
 FORMAT = "reparl/1"
+CHECKPOINT_FORMAT = "reparl-checkpoint/1"
+
+
+class NonFiniteError(ValueError):
+    """NaN or inf in env data, a loss or the weights: the run cannot continue meaningfully."""
 
 # ---------------------------------------------------------------------------- spaces and envs
 
@@ -304,6 +309,8 @@ class SoftActorCritic:
         if self.buffer is None:
             shape, dtype = self._action_shape()
             mask_size = self._mask_size()
+            check_fits(ReplayBuffer.nbytes_for(self.hparams["buffer_size"], (self.obs_dim,), shape, mask_size),
+                       self.device, f"a replay buffer of {self.hparams['buffer_size']:,} transitions")
             self.buffer = ReplayBuffer(self.hparams["buffer_size"], (self.obs_dim,), shape, dtype,
                                        self.device, mask_size=mask_size)
         return self.buffer
@@ -333,9 +340,10 @@ class SoftActorCritic:
             env.action_space.seed(hp["seed"])
             self._returns = np.zeros(n_envs)
             self._lengths = np.zeros(n_envs, dtype=np.int64)
+            self._prev_done = np.zeros(n_envs, dtype=bool)
         autoreset = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         next_step_mode = autoreset in (gym.vector.AutoresetMode.NEXT_STEP, "NextStep")
-        prev_done = np.zeros(n_envs, dtype=bool)
+        prev_done = self._prev_done
         end = self.num_timesteps + total_timesteps
         bar = None
         if progress_bar:
@@ -359,6 +367,11 @@ class SoftActorCritic:
                     real_next = np.array(next_obs, copy=True)
                     for i in np.flatnonzero(done):
                         real_next[i] = info["final_obs"][i]
+                # Three tiny arrays: microseconds, and a NaN never reaches the buffer or the critics.
+                if not (np.isfinite(rewards).all() and np.isfinite(real_next).all() and np.isfinite(next_obs).all()):
+                    what = "reward" if not np.isfinite(rewards).all() else "observation"
+                    raise NonFiniteError(f"env {self.env_id or type(env).__name__} returned a non-finite {what} at "
+                                         f"env step {self.num_timesteps + n_envs}: rewards={rewards!r}")
                 next_masks = self._env_masks()
                 if next_step_mode:  # the step after a done only resets: nothing to store
                     keep = ~prev_done
@@ -366,15 +379,18 @@ class SoftActorCritic:
                         buffer.add(*(np.asarray(x)[keep] for x in (obs, self._stored_action(env_action), rewards,
                                                                   real_next, terminated, truncated)),
                                    next_masks[keep] if next_masks is not None else None)
-                    prev_done = done
+                    prev_done = self._prev_done = done
                 else:
                     buffer.add(obs, self._stored_action(env_action), rewards, real_next, terminated, truncated,
                                next_masks)
                 self._track_episodes(rewards, done, counted=keep if next_step_mode else None)
                 obs, masks = next_obs, next_masks
+                self._last_obs = obs  # current for a callback that checkpoints
                 self.num_timesteps += n_envs
                 steps_per_env = self.num_timesteps // n_envs
-                if self.num_timesteps >= hp["learning_starts"] and steps_per_env % hp["train_freq"] == 0:
+                # len(buffer): a run resumed from a checkpoint saved without its buffer starts empty.
+                if self.num_timesteps >= hp["learning_starts"] and steps_per_env % hp["train_freq"] == 0 \
+                        and len(buffer) > 0:
                     for _ in range(hp["gradient_steps"]):
                         self.train_step()
                 if bar is not None:
@@ -559,6 +575,271 @@ class SoftActorCritic:
         self.num_timesteps = int(meta["num_timesteps"])
         self.num_updates = int(meta.get("num_updates", 0))
         self._load_extra_state(meta.get("extra", {}))
+
+    # ---------------------------------------------------------------- checkpoint / restore
+    def check_finite(self, step: int | None = None) -> None:
+        """Raise :class:`NonFiniteError` if an accumulated loss/metric or a weight is NaN or inf.
+
+        One host sync for all of them, so it is meant for log intervals and checkpoints, not every update.
+        """
+        params = {f"{m}.{k}": v for m, mod in self._modules().items() for k, v in mod.state_dict().items()}
+        params["log_alpha"] = self.log_alpha.detach()
+        named = {**{k: v.detach() for k, v in self._info_sums.items()}, **params}
+        ok = torch.stack([torch.isfinite(v).all() for v in named.values()]).cpu().tolist()
+        bad = [k for k, good in zip(named, ok, strict=True) if not good]
+        if bad:
+            where = f"at env step {self.num_timesteps if step is None else step} (update {self.num_updates})"
+            raise NonFiniteError(f"non-finite values {where} in: {', '.join(bad)}")
+
+    def checkpoint(self, path: str | Path, include_buffer: bool = True) -> Path:
+        """Everything :meth:`restore` needs to continue learning exactly where this agent is: the model
+        file's content plus RNG states, the vector env's state, the current observation, episode
+        accumulators, pending metrics and (``include_buffer``) the replay buffer. One safetensors file,
+        its JSON in the header, a SHA-256 of the tensors against silent corruption; written atomically."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        tensors, meta = self.state_tensors()
+        for k, v in self._info_sums.items():
+            tensors[f"info.{k}"] = v.detach().reshape(1)
+        if include_buffer and self.buffer is not None:
+            tensors.update({f"buffer.{k}": v for k, v in self.buffer.state_dict().items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, st in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = st
+        resume: dict[str, Any] = {
+            "info_counts": self._info_counts, "num_episodes": self.num_episodes,
+            "episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
+            "python_random": _jsonify(random.getstate()),
+            "numpy_random": _jsonify(np.random.get_state(legacy=False)),
+        }
+        if self.env is not None and self._last_obs is not None:
+            tensors["env.last_obs"] = torch.as_tensor(np.ascontiguousarray(self._last_obs))
+            for name in ("_returns", "_lengths", "_prev_done"):
+                tensors[f"env.{name}"] = torch.as_tensor(np.asarray(getattr(self, name)))
+            resume["env"] = env_state(self.env)
+        meta["checkpoint"] = resume
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        meta["sha256"] = tensors_digest(tensors)
+        return _write_safetensors(path, tensors, meta)
+
+    def restore(self, path: str | Path) -> SoftActorCritic:
+        """Continue from :meth:`checkpoint`'s file: this agent must have been built with the same
+        hyperparameters (and an env of the same kind, whose state is then restored)."""
+        tensors, meta = read_checkpoint(path)
+        if meta.get("agent") != type(self).__name__:
+            raise ValueError(f"{path} is a {meta.get('agent')} checkpoint, not {type(self).__name__}")
+        differ = sorted(k for k in self.hparams if k != "device" and meta["hparams"].get(k) != self.hparams[k])
+        if differ:
+            raise ValueError(f"{path} was written with other hyperparameters: "
+                             + ", ".join(f"{k}={meta['hparams'].get(k)!r} (here {self.hparams[k]!r})" for k in differ))
+        self.load_state_tensors(tensors, meta, source=str(path))
+        resume = meta["checkpoint"]
+        self._info_sums = {k[len("info."):]: v.reshape(()).to(self.device) for k, v in tensors.items()
+                           if k.startswith("info.")}
+        self._info_counts = {k: int(v) for k, v in resume["info_counts"].items()}
+        self.num_episodes = int(resume["num_episodes"])
+        self.episode_returns.clear()
+        self.episode_returns.extend(resume["episode_returns"])
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(resume["episode_lengths"])
+        if "buffer.pos_size" in tensors:
+            self._ensure_buffer().load_state_dict({k[len("buffer."):]: v for k, v in tensors.items()
+                                                   if k.startswith("buffer.")})
+        if self.env is not None and "env" in resume:
+            n = self.env.num_envs
+            if tensors["env._returns"].shape[0] != n:
+                raise ValueError(f"{path} was written with {tensors['env._returns'].shape[0]} env copies; "
+                                 f"this env has {n}")
+            self.env.reset(seed=self.hparams["seed"])  # builds the vector env's buffers; then its state
+            exact = set_env_state(self.env, resume["env"])
+            if exact:
+                self._last_obs = tensors["env.last_obs"].numpy().copy()
+                self._returns = tensors["env._returns"].numpy().copy()
+                self._lengths = tensors["env._lengths"].numpy().copy()
+                self._prev_done = tensors["env._prev_done"].numpy().copy()
+            else:  # opaque simulator state: start fresh episodes from the restored RNGs
+                import warnings
+
+                warnings.warn(f"{self.env_id}: the env's state is not plain data, so its episodes restart on "
+                              "resume (the interrupted episodes are lost)", RuntimeWarning, stacklevel=2)
+                self._last_obs, _ = self.env.reset()
+                self._returns, self._lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+                self._prev_done = np.zeros(n, dtype=bool)
+        # RNGs last: nothing above may consume them after they are set.
+        random.setstate(_tuplify(resume["python_random"]))
+        np.random.set_state(_numpy_state(resume["numpy_random"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        return self
+
+
+# ------------------------------------------------------------------------- checkpoint helpers
+#
+# Env state without pickle: every layer of the vector env (its wrappers, the vector env, and
+# each copy's wrapper chain down to the base env) contributes its plain attributes (numbers,
+# strings, None, numeric numpy arrays, and small records of those such as RunningMeanStd) and
+# the state of every numpy Generator it holds (text arrays, lists and dicts are taken as static,
+# like FrozenLake's map). That is the whole state of the classic-control and toy-text envs, the
+# TimeLimit counter, the episode statistics and observation normalization. An env holding
+# anything else (a MuJoCo or Box2D simulator) is "opaque": on restore its copies start new
+# episodes instead, with a warning.
+
+_SKIP_ATTRS = {"env", "envs", "spec", "metadata", "action_space", "observation_space", "single_action_space",
+               "single_observation_space", "render_mode", "_cached_spec", "closed"}
+
+
+def _jsonify(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _jsonify(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonify(v) for v in x]
+    return x
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def _numpy_state(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    d["state"] = {**d["state"], "key": np.asarray(d["state"]["key"], dtype=np.uint32)}
+    return d
+
+
+def _plain(v: Any) -> dict[str, Any] | None:
+    """A JSON encoding of a plain value, or None when ``v`` is not plain data."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return {"v": v}
+    if isinstance(v, np.ndarray | np.generic) and v.dtype.kind in "biuf":
+        return {"a": np.asarray(v).tolist(), "dtype": str(v.dtype), "scalar": isinstance(v, np.generic)}
+    return None
+
+
+def _unplain(d: dict[str, Any]) -> Any:
+    if "v" in d:
+        return d["v"]
+    a = np.asarray(d["a"], dtype=d["dtype"])
+    return a[()] if d["scalar"] else a
+
+
+def _env_layers(venv: gym.vector.VectorEnv) -> tuple[list[Any], bool]:
+    """Every object of a vector env that can hold state, outermost first; False if copies are out of reach."""
+    layers: list[Any] = []
+    obj: Any = venv
+    while obj is not None:
+        layers.append(obj)
+        obj = getattr(obj, "env", None)
+    base = layers[-1]
+    if not hasattr(base, "envs"):  # AsyncVectorEnv: the copies live in other processes
+        return layers, False
+    for sub in base.envs:
+        obj = sub
+        while obj is not None:
+            layers.append(obj)
+            obj = obj.__dict__.get("env")
+    return layers, True
+
+
+def _layer_state(layer: Any) -> tuple[dict[str, Any], bool]:
+    state: dict[str, Any] = {}
+    opaque = False
+    for k, v in vars(layer).items():
+        if k in _SKIP_ATTRS or callable(v):
+            continue
+        if isinstance(v, np.random.Generator):
+            state[k] = {"rng": _jsonify(v.bit_generator.state)}
+        elif (p := _plain(v)) is not None:
+            state[k] = p
+        elif hasattr(v, "__dict__") and type(v).__module__.startswith("gymnasium") and not isinstance(
+                v, spaces.Space | gym.Env | gym.vector.VectorEnv):
+            fields = {f: _plain(x) for f, x in vars(v).items()}
+            if all(x is not None for x in fields.values()):
+                state[k] = {"record": fields}
+        elif not isinstance(v, spaces.Space | np.ndarray | list | tuple | dict | set | type(random)) and \
+                not type(v).__module__.startswith(("gymnasium", "collections", "builtins")):
+            opaque = True  # e.g. a simulator handle: not plain data, so not restorable
+    return state, opaque
+
+
+def env_state(venv: gym.vector.VectorEnv) -> dict[str, Any]:
+    """The vector env's state as JSON (see the comment above); ``exact`` says whether it is complete."""
+    layers, reachable = _env_layers(venv)
+    states, opaque = zip(*(_layer_state(layer) for layer in layers), strict=True)
+    space = getattr(venv, "action_space", None)
+    rng = getattr(space, "_np_random", None)
+    return {"classes": [type(layer).__name__ for layer in layers], "layers": list(states),
+            "exact": reachable and not any(opaque),
+            "action_space_rng": _jsonify(rng.bit_generator.state) if rng is not None else None}
+
+
+def set_env_state(venv: gym.vector.VectorEnv, state: dict[str, Any]) -> bool:
+    """Put :func:`env_state` back; returns whether the state was complete (else only RNGs are set)."""
+    layers, _ = _env_layers(venv)
+    classes = [type(layer).__name__ for layer in layers]
+    if classes != state["classes"]:
+        raise ValueError(f"the checkpoint's env is built of {state['classes']}; this one of {classes}")
+    for layer, saved in zip(layers, state["layers"], strict=True):
+        for k, d in saved.items():
+            if "rng" in d:
+                gen = np.random.Generator(getattr(np.random, d["rng"]["bit_generator"])())
+                gen.bit_generator.state = d["rng"]
+                setattr(layer, k, gen)
+            elif not state["exact"]:
+                continue
+            elif "record" in d:
+                for f, x in d["record"].items():
+                    setattr(getattr(layer, k), f, _unplain(x))
+            else:
+                setattr(layer, k, _unplain(d))
+    if state["action_space_rng"] is not None:
+        venv.action_space.np_random.bit_generator.state = state["action_space_rng"]
+    return bool(state["exact"])
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_safetensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Temp file, fsync, rename: a crash mid-write leaves the previous file under ``path`` intact."""
+    import os
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"reparl": json.dumps(meta)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of :meth:`SoftActorCritic.checkpoint`'s file, verified; ValueError naming the file."""
+    tensors, meta = read_model_file(path)
+    if "checkpoint" not in meta or "sha256" not in meta:
+        raise ValueError(f"{path} is a reparl model file, not a checkpoint (it has no resume state)")
+    if tensors_digest(tensors) != meta["sha256"]:
+        raise ValueError(f"{path} is corrupt: its tensors do not match the SHA-256 recorded when it was written")
+    return tensors, meta
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

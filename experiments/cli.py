@@ -11,7 +11,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from agents.core import NonFiniteError
 from experiments.config import ConfigError, load_config, parse_overrides
+from experiments.train import Interrupted
 
 EPILOG_TRAIN = """\
 overrides:
@@ -38,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resolved config, command, git revision, seed, metrics.jsonl, checkpoints and "
                                    "the final model.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("config", type=Path, help="YAML config, e.g. configs/gumbel_sac/cartpole.yaml")
+    t.add_argument("config", type=Path, nargs="?", help="YAML config, e.g. configs/gumbel_sac/cartpole.yaml")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its latest good checkpoint, with its config.yaml, metrics.jsonl "
+                        "and W&B run id (no CONFIG or overrides)")
     t.add_argument("--seed", type=int, help="overrides train.seed")
     t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. agent.temperature=0.5 env.n_envs=4")
@@ -78,9 +83,18 @@ def _train(args: argparse.Namespace, command: list[str]) -> int:
     for key, value in (("train.seed", args.seed), ("wandb.mode", args.wandb), ("train.device", args.device)):
         if value is not None:
             overrides[key] = value
-    cfg = load_config(args.config, overrides)
-    name = args.name or f"{args.config.parent.name}-{args.config.stem}"
-    result = run_training(cfg, args.run_dir, name, command, progress_bar=not args.no_progress)
+    if args.resume is not None:
+        if args.config is not None or overrides:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop CONFIG and the overrides")
+        cfg = load_config(args.resume / "config.yaml")
+        result = run_training(cfg, args.resume.parent, args.resume.name, command, run_dir=args.resume,
+                              progress_bar=not args.no_progress, resume=True)
+    elif args.config is None:
+        raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+    else:
+        cfg = load_config(args.config, overrides)
+        name = args.name or f"{args.config.parent.name}-{args.config.stem}"
+        result = run_training(cfg, args.run_dir, name, command, progress_bar=not args.no_progress)
     lines = [f"run folder: {result.run_dir}",
              f"model:      {result.model_path}",
              f"metrics:    {result.run_dir / 'metrics.jsonl'}",
@@ -120,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(f"interrupted: {e}\nresume with: python run.py train --resume {e.checkpoint.parents[1]}",
+              file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

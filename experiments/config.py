@@ -99,7 +99,12 @@ class TrainConfig:
     eval_deterministic: bool = True
     """Evaluate the policy's mode instead of sampling from it."""
     checkpoint_freq: int = 0
-    """Save a checkpoint every this many env steps into ``checkpoints/``; 0 saves only the final model."""
+    """Save a checkpoint every this many env steps into ``checkpoints/``; 0 saves only the final model.
+    Our agents also checkpoint on SIGINT/SIGTERM and on an error; ``run.py train --resume RUN_DIR``
+    continues from the latest good one."""
+    checkpoint_buffer: bool = True
+    """Include the replay buffer in checkpoints (our agents): needed for a resume identical to an
+    uninterrupted run; without it a resumed run refills the buffer from scratch."""
     log_interval: int = 1000
     """Log train/, grad/, rollout/ and time/ metrics every this many env steps."""
 

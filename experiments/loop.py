@@ -36,22 +36,23 @@ class RunLoop:
 
     def __init__(self, cfg: Config, run_dir: Path, tracker: Tracker, model: Any,
                  save: Callable[[Path], Path], checkpoint_suffix: str,
-                 train_env: gym.vector.VectorEnv | None = None, progress_bar: bool = True) -> None:
+                 train_env: gym.vector.VectorEnv | None = None, progress_bar: bool = True, start_step: int = 0) -> None:
         self.cfg, self.run_dir, self.tracker, self.model = cfg, run_dir, tracker, model
         self.save, self.suffix, self.train_env = save, checkpoint_suffix, train_env
         t = cfg.train
-        self.next_eval = t.eval_freq if t.eval_freq > 0 else None
-        self.next_ckpt = t.checkpoint_freq if t.checkpoint_freq > 0 else None
+        # A resumed run continues the same schedule: the first boundaries after ``start_step``.
+        self.next_eval = (start_step // t.eval_freq + 1) * t.eval_freq if t.eval_freq > 0 else None
+        self.next_ckpt = (start_step // t.checkpoint_freq + 1) * t.checkpoint_freq if t.checkpoint_freq > 0 else None
         self.last_eval_step: int | None = None
         self.last_eval: EvalResult | None = None
         self.eval_env = make_eval_env(cfg, t.eval_episodes) if t.eval_freq > 0 else None
         self.paused_s = 0.0  # time in evaluation and checkpoints, kept out of steps/s
-        self.steps = 0
+        self.steps = start_step
         self.bar = None
         if progress_bar:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=t.total_timesteps, unit="step", dynamic_ncols=True,
+            self.bar = tqdm(total=t.total_timesteps, initial=start_step, unit="step", dynamic_ncols=True,
                             desc=f"{cfg.agent.name} {cfg.env.id}")
 
     def on_step(self, num_timesteps: int, ep_return: float | None) -> None:
@@ -68,11 +69,15 @@ class RunLoop:
             while self.next_eval <= num_timesteps:
                 self.next_eval += self.cfg.train.eval_freq
         if self.next_ckpt is not None and num_timesteps >= self.next_ckpt:
-            t0 = time.perf_counter()
-            self.save(self.run_dir / "checkpoints" / f"step_{num_timesteps}{self.suffix}")
-            self.paused_s += time.perf_counter() - t0
+            self.checkpoint(num_timesteps)
             while self.next_ckpt <= num_timesteps:
                 self.next_ckpt += self.cfg.train.checkpoint_freq
+
+    def checkpoint(self, step: int) -> Path:
+        t0 = time.perf_counter()
+        path = self.save(self.run_dir / "checkpoints" / f"step_{step}{self.suffix}")
+        self.paused_s += time.perf_counter() - t0
+        return path
 
     def evaluate(self, step: int) -> EvalResult | None:
         if self.eval_env is None:
@@ -103,9 +108,9 @@ class RunLoop:
 class Throughput:
     """Env steps and updates per second between two log events, excluding eval/checkpoint time."""
 
-    def __init__(self, loop: RunLoop) -> None:
+    def __init__(self, loop: RunLoop, steps: int = 0, updates: int = 0) -> None:
         self.loop = loop
-        self.t, self.steps, self.updates, self.paused = time.perf_counter(), 0, 0, 0.0
+        self.t, self.steps, self.updates, self.paused = time.perf_counter(), steps, updates, 0.0
 
     def __call__(self, steps: int, updates: int | None) -> dict[str, float]:
         now, paused = time.perf_counter(), self.loop.paused_s

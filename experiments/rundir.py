@@ -7,7 +7,8 @@ Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>-<6 hex>/``::
     git.txt            revision and dirty flag of the code that ran
     seed.txt           the seed
     metrics.jsonl      one JSON object per log event, with global_step
-    checkpoints/       periodic saves
+    checkpoints/       periodic, on-signal and on-error checkpoints (``--resume`` continues from them)
+    wandb_run_id.txt   the W&B run id a resumed run continues
     model.safetensors  final model (ours; SB3 baselines: model.zip)
     obs_rms.json       observation-normalization statistics, when env.normalize_obs
     wandb/             the W&B run (offline by default)

@@ -20,6 +20,8 @@ from typing import Any
 
 from experiments.config import Config, resolved_hyperparameters
 
+WANDB_ID_FILE = "wandb_run_id.txt"  # in the run folder: what --resume continues
+
 
 def wandb_tags(cfg: Config) -> list[str]:
     tags = [cfg.agent.name, cfg.env.id]
@@ -45,7 +47,7 @@ class Tracker:
     """Writes metric events to ``metrics.jsonl`` and, unless disabled or broken, to W&B."""
 
     def __init__(self, run_dir: Path, cfg: Config, job_type: str | None = None,
-                 metrics_file: str = "metrics.jsonl", name: str | None = None) -> None:
+                 metrics_file: str = "metrics.jsonl", name: str | None = None, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.name = name or self.run_dir.name
@@ -54,6 +56,7 @@ class Tracker:
         self.run: Any = None
         self.wandb_dir: Path | None = None
         self.wandb_error: str | None = None
+        self.resume = resume
         if cfg.wandb.mode != "disabled":
             self._init_wandb(job_type or cfg.wandb.job_type)
 
@@ -65,7 +68,13 @@ class Tracker:
             import wandb
 
             w = self.cfg.wandb
+            id_file = self.run_dir / WANDB_ID_FILE
+            # A resumed training continues its W&B run: online, the server appends to it; offline,
+            # wandb writes a second offline-run-*-<id> folder with the same id (its own _step counts
+            # from 0, which is why every chart uses global_step) and `wandb sync` uploads both.
+            resume_id = id_file.read_text().strip() if self.resume and id_file.is_file() else None
             self.run = wandb.init(
+                id=resume_id, resume="allow" if resume_id else None,
                 mode=w.mode, project=w.project, entity=w.entity, group=w.group or self.cfg.env.id,
                 tags=wandb_tags(self.cfg), job_type=job_type, name=self.name, dir=str(self.run_dir),
                 config=wandb_config(self.cfg), reinit="create_new",
@@ -76,6 +85,10 @@ class Tracker:
             self.run.define_metric("global_step")
             self.run.define_metric("*", step_metric="global_step")
             self.wandb_dir = Path(self.run.dir).parent
+            if job_type == "train" and not resume_id:
+                tmp = id_file.with_name(id_file.name + ".tmp")
+                tmp.write_text(self.run.id + "\n")
+                tmp.replace(id_file)
         except Exception as e:  # wandb raises many types (UsageError, CommError, ValueError...)
             self._disable("init", e)
 
@@ -138,7 +151,7 @@ class Tracker:
         except Exception as e:
             self._disable("summary", e)
 
-    def finish(self) -> str | None:
+    def finish(self, exit_code: int | None = None) -> str | None:
         """Close everything; returns the ``wandb sync`` hint for offline runs."""
         self._file.close()
         if self.run is None:
@@ -146,7 +159,7 @@ class Tracker:
         hint = None
         try:
             offline = self.cfg.wandb.mode == "offline"
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
             if offline and self.wandb_dir is not None:
                 hint = f"wandb sync {self.wandb_dir}"
         except Exception as e:

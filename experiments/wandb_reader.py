@@ -44,6 +44,8 @@ class OfflineRun:
     """Metric name or glob -> its step metric, from ``define_metric``."""
     artifacts: list[str] = field(default_factory=list)
     """Names of the artifacts the run logged."""
+    exit_code: int | None = None
+    """The exit code ``run.finish`` recorded; None if the run was never finished (killed)."""
 
 
 def _crc_ok(crc: int, rtype: int, payload: bytes) -> bool:
@@ -149,6 +151,8 @@ def read_run(path: str | Path) -> OfflineRun:
                 run.metrics[m.name or m.glob_name] = m.step_metric
         elif kind == "artifact":
             run.artifacts.append(rec.artifact.name)
+        elif kind == "exit":
+            run.exit_code = rec.exit.exit_code
     # wandb stores config values as {"value": v, "desc": ...}; unwrap to the user's dict.
     run.config = {k: v["value"] if isinstance(v, dict) and "value" in v else v
                   for k, v in run.config.items() if k != "_wandb"}

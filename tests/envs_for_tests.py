@@ -117,3 +117,30 @@ class MultiDiscreteTarget(gym.Env):
         self.t += 1
         self._draw()
         return self._obs(), reward, False, self.t >= 8, {}
+
+
+class NaNAfter(gym.Wrapper):
+    """Returns a NaN observation (``what="obs"``) or reward (``"reward"``) from the ``at``-th step on,
+    counted across episodes: a broken simulator, for the runner's non-finite checks."""
+
+    def __init__(self, env: gym.Env, at: int = 250, what: str = "obs") -> None:
+        super().__init__(env)
+        self.at, self.what, self.steps = at, what, 0
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps >= self.at:
+            if self.what == "obs":
+                obs = np.full_like(obs, np.nan)
+            else:
+                reward = float("inf")
+        return obs, reward, terminated, truncated, info
+
+
+def _nan_cartpole(at: int = 250, what: str = "obs") -> gym.Env:
+    return NaNAfter(gym.make("CartPole-v1"), at, what)
+
+
+if "NaNCartPole-v0" not in gym.registry:  # importable as `tests.envs_for_tests:NaNCartPole-v0` from the CLI
+    gym.register("NaNCartPole-v0", entry_point=_nan_cartpole)

@@ -1,0 +1,314 @@
+"""Reliability: checkpoints and resume (bit-identical), signals, damaged and malicious checkpoints,
+non-finite data, oversized buffers and constant memory. Real subprocesses and real envs.
+
+The CLI-level equality is exact, not approximate: a SIGINT only sets a flag, and the learn loop
+stops at the next step boundary, where the agent, the env and the RNGs are consistent; the
+checkpoint written there holds all of them, so wherever the signal lands the resumed run ends with
+the same weights as an uninterrupted one. A SIGKILL resumes from the last periodic checkpoint,
+which is just as exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from envs_for_tests import NaNAfter
+
+from agents import GaussianSAC, GumbelSAC
+from agents.core import NonFiniteError, SoftActorCritic, read_checkpoint
+from envs import make_vec_env
+from experiments.config import ConfigError, EnvConfig
+from experiments.train import latest_checkpoint
+from experiments.wandb_reader import read_run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY: dict[str, Any] = {"net_arch": [16, 16], "batch_size": 16, "learning_starts": 50, "buffer_size": 2_000,
+                        "seed": 0, "device": "cpu"}
+TOTAL, CKPT, LOG = 1_000, 200, 100
+CLI_SET = ["agent.net_arch=[16,16]", "agent.batch_size=16", "agent.learning_starts=50",
+           f"train.total_timesteps={TOTAL}", f"train.checkpoint_freq={CKPT}", f"train.log_interval={LOG}",
+           "train.eval_freq=500", "train.eval_episodes=2", "train.device=cpu"]
+
+
+def weights(agent: SoftActorCritic) -> dict[str, torch.Tensor]:
+    return agent.state_tensors()[0]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, differ
+
+
+def start(root: Path, *args: str, wandb: str = "disabled") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "run.py", "train", "configs/gumbel_sac/cartpole.yaml", "--run-dir",
+                             str(root), "--no-progress", "--wandb", wandb, "--set", *CLI_SET, *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    t0 = time.monotonic()
+    while not list(root.glob(pattern)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+def only_run_dir(root: Path) -> Path:
+    (run_dir,) = root.iterdir()
+    return run_dir
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_complete_metrics(run_dir: Path) -> None:
+    evs = events(run_dir)
+    train = [e["global_step"] for e in evs if "train/critic_loss" in e]
+    evals = [e["global_step"] for e in evs if "eval/mean_return" in e]
+    assert train == list(range(LOG, TOTAL + 1, LOG))  # strictly increasing, none missing, none twice
+    assert evals == [500, 1000]
+    steps = [e["global_step"] for e in evs]
+    assert steps == sorted(steps)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    root = tmp_path_factory.mktemp("ref")
+    proc = start(root)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    run_dir = only_run_dir(root)
+    assert_complete_metrics(run_dir)
+    return weights(GumbelSAC.load(run_dir / "model.safetensors", device="cpu"))
+
+
+# ------------------------------------------------------------------------------- agent level
+
+
+def two_normalized_pendulums() -> gym.vector.VectorEnv:
+    """NEXT_STEP autoreset and running observation statistics: the harder env state to restore."""
+    return make_vec_env(EnvConfig(id="Pendulum-v1", n_envs=2, normalize_obs=True))
+
+
+@pytest.mark.parametrize("cls, make", [(GumbelSAC, lambda: "CartPole-v1"), (GaussianSAC, two_normalized_pendulums)])
+def test_agent_resume_is_bit_identical(cls: type[SoftActorCritic], make: Any, tmp_path: Path) -> None:
+    """learn(N), checkpoint, a new object restores, learn(M) == learn(N + M): weights, optimizer
+    moments, alpha, buffer, episode statistics. N = 238 stops mid-episode on purpose."""
+    first = cls(make(), **TINY).learn(238)
+    path = first.checkpoint(tmp_path / "ck.safetensors")
+    del first
+    resumed = cls(make(), **TINY).restore(path).learn(150)
+    reference = cls(make(), **TINY).learn(388)
+    assert_same_weights(weights(resumed), weights(reference))
+    assert all(torch.equal(v, reference.buffer.state_dict()[k]) for k, v in resumed.buffer.state_dict().items())
+    assert list(resumed.episode_returns) == list(reference.episode_returns)
+    assert resumed.num_updates == reference.num_updates and resumed.num_timesteps == 388
+
+
+def test_restore_refuses_other_hyperparameters(tmp_path: Path) -> None:
+    path = GumbelSAC("CartPole-v1", **TINY).learn(60).checkpoint(tmp_path / "ck")
+    with pytest.raises(ValueError, match="other hyperparameters: batch_size=16"):
+        GumbelSAC("CartPole-v1", **{**TINY, "batch_size": 32}).restore(path)
+
+
+# ------------------------------------------------------------------------------- CLI: signals
+
+
+def test_sigint_checkpoints_finishes_wandb_and_resumes_identically(
+        tmp_path: Path, uninterrupted: dict[str, torch.Tensor]) -> None:
+    proc = start(tmp_path, wandb="offline")
+    wait_for(tmp_path, f"*/checkpoints/step_{CKPT}.safetensors", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run_dir = only_run_dir(tmp_path)
+    assert "resume with: python run.py train --resume" in err
+    steps = sorted(int(p.stem[5:]) for p in (run_dir / "checkpoints").glob("step_*.safetensors"))
+    stopped = steps[-1]
+    assert CKPT <= stopped < TOTAL  # the signal's own checkpoint, at whatever step it landed
+    assert read_checkpoint(run_dir / "checkpoints" / f"step_{stopped}.safetensors")[1]["num_timesteps"] == stopped
+    first = read_run(next((run_dir / "wandb").rglob("run-*.wandb")))
+    assert first.exit_code == 130 and first.history  # finished, with its metrics
+
+    proc = run_cli("train", "--resume", str(run_dir), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert_complete_metrics(run_dir)
+    assert_same_weights(weights(GumbelSAC.load(run_dir / "model.safetensors", device="cpu")), uninterrupted)
+    stores = sorted((run_dir / "wandb").rglob("run-*.wandb"))
+    assert len(stores) == 2  # offline W&B cannot append server-side: a second store with the same run id
+    second = read_run(next(s for s in stores if read_run(s).exit_code == 0))
+    assert second.run_id == first.run_id and min(h["global_step"] for h in second.history) > stopped
+
+
+def test_sigkill_resumes_from_last_periodic_checkpoint_past_a_damaged_one(
+        tmp_path: Path, uninterrupted: dict[str, torch.Tensor]) -> None:
+    proc = start(tmp_path)
+    wait_for(tmp_path, f"*/checkpoints/step_{CKPT}.safetensors", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    run_dir = only_run_dir(tmp_path)
+    good = max(int(p.stem[5:]) for p in (run_dir / "checkpoints").glob("step_*.safetensors"))
+    assert good % CKPT == 0 and good < TOTAL
+    damaged = run_dir / "checkpoints" / f"step_{good + 1}.safetensors"  # e.g. a disk that lost its tail
+    raw = (run_dir / "checkpoints" / f"step_{good}.safetensors").read_bytes()
+    damaged.write_bytes(raw[: len(raw) // 2])
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"global_step": 99')  # the torn line of a process killed mid-write
+
+    proc = run_cli("train", "--resume", str(run_dir), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipping unusable checkpoint: {damaged}" in proc.stderr
+    assert f"# resumed from step_{good}.safetensors" in (run_dir / "command.txt").read_text()
+    assert_complete_metrics(run_dir)  # events logged after step `good` before the kill are not repeated
+    assert_same_weights(weights(GumbelSAC.load(run_dir / "model.safetensors", device="cpu")), uninterrupted)
+
+
+# ------------------------------------------------------------------------------- damaged and malicious files
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return GumbelSAC("CartPole-v1", **TINY).learn(80).checkpoint(tmp_path_factory.mktemp("ck") / "step_80.safetensors")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "not a readable reparl model file"),
+    ("header", "not a readable reparl model file"),
+    ("payload", "corrupt: its tensors do not match the SHA-256"),
+    ("model-file", "not a checkpoint"),
+])
+def test_damaged_checkpoint_rejected_naming_the_file(damage: str, message: str, good_checkpoint: Path,
+                                                     tmp_path: Path) -> None:
+    raw = bytearray(good_checkpoint.read_bytes())
+    path = tmp_path / "checkpoints" / "step_100.safetensors"
+    path.parent.mkdir()
+    if damage == "truncated":
+        path.write_bytes(raw[: len(raw) * 2 // 3])
+    elif damage == "header":
+        path.write_bytes(raw[:8] + b"\xff" * 40 + raw[48:])
+    elif damage == "payload":  # one flipped byte deep in the tensor data: safetensors alone cannot tell
+        raw[-100] ^= 0xFF
+        path.write_bytes(raw)
+    else:
+        GumbelSAC("CartPole-v1", **TINY).save(path)
+    with pytest.raises(ValueError, match=message) as info:
+        GumbelSAC("CartPole-v1", **TINY).restore(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="no usable checkpoint") as info:  # what --resume says
+        latest_checkpoint(tmp_path)
+    assert str(path) in str(info.value)
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_checkpoint_does_not_execute(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "step_100.safetensors").write_bytes(pickle.dumps(_Exploit(marker)))
+    torch.save({"x": _Exploit(marker)}, ckpts / "step_200.safetensors")  # torch's zip-pickle format
+    for name in ("step_100", "step_200"):
+        with pytest.raises(ValueError, match="not a readable reparl model file"):
+            GumbelSAC("CartPole-v1", **TINY).restore(ckpts / f"{name}.safetensors")
+    with pytest.raises(ConfigError, match="no usable checkpoint"):
+        latest_checkpoint(tmp_path / "run")
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------- non-finite data
+
+
+def test_nan_observation_stops_the_run_naming_env_and_step(tmp_path: Path) -> None:
+    proc = run_cli("train", "configs/gumbel_sac/cartpole.yaml", "--run-dir", str(tmp_path), "--no-progress",
+                   "--wandb", "disabled", "--set", *CLI_SET, "env.id=tests.envs_for_tests:NaNCartPole-v0",
+                   "train.checkpoint_freq=100")
+    assert proc.returncode == 1, proc.stderr
+    assert "env NaNCartPole-v0 returned a non-finite observation at env step 250" in proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    ckpts = sorted((run_dir / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["step_100.safetensors", "step_200.safetensors"]  # nothing after the NaN
+    tensors, _ = read_checkpoint(ckpts[-1])  # the last good one verifies
+    assert all(torch.isfinite(v.float()).all() for k, v in tensors.items() if not k.startswith("rng."))
+
+
+def test_inf_reward_is_refused_by_the_agent() -> None:
+    agent = GumbelSAC(NaNAfter(gym.make("CartPole-v1"), at=30, what="reward"), **TINY)
+    with pytest.raises(NonFiniteError, match="non-finite reward at env step 30"):
+        agent.learn(100)
+    assert agent.buffer is not None and len(agent.buffer) == 29  # the bad step never reached the buffer
+
+
+def test_nan_loss_or_weight_is_named_with_the_step() -> None:
+    agent = GumbelSAC("CartPole-v1", **TINY).learn(60)
+    agent.check_finite()
+    with torch.no_grad():
+        next(agent.critic.parameters()).fill_(float("nan"))
+    agent.learn(5)
+    with pytest.raises(NonFiniteError, match=r"at env step 65 \(update \d+\) in: .*train/critic_loss.*critic\."):
+        agent.check_finite()
+
+
+# ------------------------------------------------------------------------------- load
+
+
+def test_buffer_that_cannot_fit_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    proc = run_cli("train", "configs/gumbel_sac/cartpole.yaml", "--run-dir", str(tmp_path), "--wandb", "disabled",
+                   "--set", "agent.buffer_size=100000000000000")
+    assert proc.returncode == 2
+    assert "agent.buffer_size=100,000,000,000,000 needs" in proc.stderr and "GiB" in proc.stderr
+    assert not any(tmp_path.iterdir())  # no run folder, no W&B run
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_memory_is_constant_once_the_buffer_is_full() -> None:
+    """Buffer 1,000, 3,000 steps: after the buffer is full and the allocator has warmed up, RSS may
+    move by page-cache noise but shows no trend (a leak of one 64-byte tensor per step would be 64 KB
+    per 1,000 steps; one Python float per step would be 24 KB)."""
+    samples: list[tuple[int, int]] = []
+
+    def sample(a: SoftActorCritic) -> None:
+        if a.num_timesteps % 250 == 0:
+            samples.append((a.num_timesteps, rss_bytes()))
+
+    GumbelSAC("CartPole-v1", **{**TINY, "buffer_size": 1_000}).learn(3_000, callback=sample)
+    steady = np.array([r for s, r in samples if s >= 1_500], dtype=np.float64)
+    slope_per_1000 = np.polyfit(np.arange(len(steady)) * 250, steady, 1)[0] * 1_000
+    assert steady.max() - steady.min() < 4 * 2**20, samples
+    assert slope_per_1000 < 256 * 2**10, samples
+
+
+def test_resume_refuses_overrides_and_finished_runs(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    proc = run_cli("train", "--resume", str(tmp_path), "--seed", "3")
+    assert proc.returncode == 2 and "drop CONFIG and the overrides" in proc.stderr

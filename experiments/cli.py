@@ -11,9 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from agents.core import NonFiniteError
 from experiments.config import ConfigError, load_config, parse_overrides
-from experiments.train import Interrupted
 
 EPILOG_TRAIN = """\
 overrides:
@@ -127,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     command = list(sys.orig_argv) if argv is None else ["reparl", *argv]
     # Warnings (e.g. "W&B init failed; continuing") go to stderr as one line, not a stack.
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    from agents.core import NonFiniteError  # after parse_args: --help does not wait for torch
+    from experiments.train import Interrupted
     try:
         if args.command == "train":
             return _train(args, command)

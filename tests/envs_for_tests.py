@@ -120,8 +120,8 @@ class MultiDiscreteTarget(gym.Env):
 
 
 class NaNAfter(gym.Wrapper):
-    """Returns a NaN observation (``what="obs"``) or reward (``"reward"``) from the ``at``-th step on,
-    counted across episodes: a broken simulator, for the runner's non-finite checks."""
+    """Returns a NaN observation (``what="obs"``) or reward (``"reward"``), or raises (``"raise"``),
+    from the ``at``-th step on, counted across episodes: a broken simulator, for the runner's checks."""
 
     def __init__(self, env: gym.Env, at: int = 250, what: str = "obs") -> None:
         super().__init__(env)
@@ -131,6 +131,8 @@ class NaNAfter(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         if self.steps >= self.at:
+            if self.what == "raise":
+                raise RuntimeError(f"simulator crashed at step {self.steps}")
             if self.what == "obs":
                 obs = np.full_like(obs, np.nan)
             else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +29,8 @@ from envs_for_tests import NaNAfter
 from agents import GaussianSAC, GumbelSAC
 from agents.core import NonFiniteError, SoftActorCritic, read_checkpoint
 from envs import make_vec_env
-from experiments.config import ConfigError, EnvConfig
-from experiments.train import latest_checkpoint
+from experiments.config import ConfigError, EnvConfig, load_config
+from experiments.train import latest_checkpoint, run_training
 from experiments.wandb_reader import read_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,14 +91,19 @@ def assert_complete_metrics(run_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ref")
     proc = start(root)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     run_dir = only_run_dir(root)
     assert_complete_metrics(run_dir)
-    return weights(GumbelSAC.load(run_dir / "model.safetensors", device="cpu"))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reference_run: Path) -> dict[str, torch.Tensor]:
+    return weights(GumbelSAC.load(reference_run / "model.safetensors", device="cpu"))
 
 
 # ------------------------------------------------------------------------------- agent level
@@ -258,6 +262,19 @@ def test_nan_observation_stops_the_run_naming_env_and_step(tmp_path: Path) -> No
     assert all(torch.isfinite(v.float()).all() for k, v in tensors.items() if not k.startswith("rng."))
 
 
+def test_error_mid_run_writes_a_checkpoint_and_reraises(tmp_path: Path) -> None:
+    cfg = load_config(REPO / "configs/gumbel_sac/cartpole.yaml", {
+        "agent.net_arch": [16, 16], "agent.batch_size": 16, "agent.learning_starts": 50, "train.eval_freq": 0,
+        "train.checkpoint_freq": 100, "env.id": "tests.envs_for_tests:NaNCartPole-v0",
+        "env.kwargs": {"at": 120, "what": "raise"}, "wandb.mode": "disabled", "train.device": "cpu"})
+    with pytest.warns(RuntimeWarning, match="error at env step 119; checkpoint"), \
+            pytest.raises(RuntimeError, match="simulator crashed at step 120"):
+        run_training(cfg, tmp_path, "crash", ["pytest"], progress_bar=False)
+    ckpts = sorted((only_run_dir(tmp_path) / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["step_100.safetensors", "step_119.safetensors"]
+    assert read_checkpoint(ckpts[-1])[1]["num_timesteps"] == 119
+
+
 def test_inf_reward_is_refused_by_the_agent() -> None:
     agent = GumbelSAC(NaNAfter(gym.make("CartPole-v1"), at=30, what="reward"), **TINY)
     with pytest.raises(NonFiniteError, match="non-finite reward at env step 30"):
@@ -308,7 +325,8 @@ def test_memory_is_constant_once_the_buffer_is_full() -> None:
     assert slope_per_1000 < 256 * 2**10, samples
 
 
-def test_resume_refuses_overrides_and_finished_runs(tmp_path: Path) -> None:
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    proc = run_cli("train", "--resume", str(tmp_path), "--seed", "3")
+def test_resume_refuses_overrides_and_finished_runs(reference_run: Path) -> None:
+    proc = run_cli("train", "--resume", str(reference_run), "--seed", "3")
     assert proc.returncode == 2 and "drop CONFIG and the overrides" in proc.stderr
+    proc = run_cli("train", "--resume", str(reference_run))
+    assert proc.returncode == 2 and f"already reached train.total_timesteps={TOTAL}" in proc.stderr

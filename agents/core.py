@@ -2,11 +2,11 @@
 
 The core owns what does not depend on the action distribution: the vector env, the replay
 buffer, the collect/update loop, the twin critics' optimizer and Polyak targets, the entropy
-temperature, ``predict``, ``save``/``load`` (model files) and ``checkpoint``/``restore`` (exact resume). An agent
-file supplies five small pieces:
-``_build`` (networks), ``_act`` (observation -> env action), ``_critic_values`` (Q of the
-stored actions), ``_next_value`` (soft value of s') and ``_actor_objective`` (Q of the
-policy's differentiable action, and the entropy).
+temperature, ``predict``, ``save``/``load`` (model files) and ``checkpoint``/``restore`` (exact
+resume). An agent file supplies five small pieces: ``_build`` (networks), ``_act``
+(observation -> env action), ``_critic_values`` (Q of the stored actions), ``_next_value``
+(soft value of s') and ``_actor_objective`` (Q of the policy's differentiable action, and the
+entropy).
 """
 
 from __future__ import annotations

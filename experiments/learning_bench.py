@@ -121,6 +121,10 @@ SUITES: dict[str, list[Job]] = {
         Job("GaussianSAC", "GaussianSAC", "Pendulum-v1", 10_000, -200.0),
         Job("SB3 SAC (lr 1e-3)", "sb3:SAC", "Pendulum-v1", 10_000, -200.0, SB3_SAC_PENDULUM),
     ],
+    # The exact-expectation reference at the same defaults, beside the issue2 suite's straight-through.
+    "exact": [Job("GumbelSAC exact", "GumbelSAC", "CartPole-v1", 20_000, 475.0, {"estimator": "exact"})],
+    # A task no default was tuned on (RL Zoo DQN: -76.6 at 100k).
+    "acrobot": [Job("GumbelSAC", "GumbelSAC", "Acrobot-v1", 30_000, -100.0)],
 }
 
 

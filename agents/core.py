@@ -281,6 +281,12 @@ class SoftActorCritic:
                                          int(self.observation_space.n)).float()
         return t.reshape(t.shape[0], -1).float()
 
+    def _stored_obs(self, obs: np.ndarray) -> np.ndarray:
+        """The buffer keeps the network's flat float input (a Discrete observation as its one-hot)."""
+        if isinstance(self.observation_space, spaces.Discrete):
+            return self._obs_tensor(obs).cpu().numpy()
+        return obs
+
     # ---------------------------------------------------------------- acting
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = False, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
@@ -377,13 +383,14 @@ class SoftActorCritic:
                 if next_step_mode:  # the step after a done only resets: nothing to store
                     keep = ~prev_done
                     if keep.any():
-                        buffer.add(*(np.asarray(x)[keep] for x in (obs, self._stored_action(env_action), rewards,
-                                                                  real_next, terminated, truncated)),
+                        fields = (self._stored_obs(obs), self._stored_action(env_action), rewards,
+                                  self._stored_obs(real_next), terminated, truncated)
+                        buffer.add(*(np.asarray(x)[keep] for x in fields),
                                    next_masks[keep] if next_masks is not None else None)
                     prev_done = self._prev_done = done
                 else:
-                    buffer.add(obs, self._stored_action(env_action), rewards, real_next, terminated, truncated,
-                               next_masks)
+                    buffer.add(self._stored_obs(obs), self._stored_action(env_action), rewards,
+                               self._stored_obs(real_next), terminated, truncated, next_masks)
                 self._track_episodes(rewards, done, counted=keep if next_step_mode else None)
                 obs, masks = next_obs, next_masks
                 self._last_obs = obs  # current for a callback that checkpoints

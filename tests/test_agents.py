@@ -274,3 +274,12 @@ def test_gaussian_sac_learns_identity() -> None:
     agent = GaussianSAC(ContinuousIdentity(), **FAST).learn(1_000)
     mean, _ = evaluate_policy(agent, Monitor(ContinuousIdentity()), n_eval_episodes=100, deterministic=True)
     assert mean >= -0.02
+
+
+def test_learns_on_discrete_observations() -> None:
+    """FrozenLake's observation is a cell index; the buffer must hold the network's one-hot input
+    (storing the raw index crashed buffer.add)."""
+    lake = GumbelSAC("FrozenLake-v1", **{**SMALL, "learning_starts": 20}).learn(80)
+    stored = lake.buffer.obs[: lake.buffer.size]
+    assert stored.shape == (80, 16) and torch.equal(stored.sum(1), torch.ones(80))
+    assert lake.num_updates > 0

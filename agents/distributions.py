@@ -172,7 +172,6 @@ class GumbelSoftmax:
         if mask.shape == logits.shape:
             return mask
         if mask.dim() == 2 and mask.shape[-1] == sum(self.nvec):
-            logits.shape[-1]
             padded = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
             for f, part in enumerate(mask.split(self.nvec, dim=-1)):
                 padded[:, f, : part.shape[-1]] = part
@@ -208,11 +207,8 @@ class GumbelSoftmax:
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
         g = gumbel_noise(self.logits.shape, self.logits.device, generator, self.logits.dtype)
-        if estimator == "reinmax":
-            # ReinMax's forward is D ~ Cat(softmax theta) at temperature 1, by Gumbel-max.
-            index = (self.logits.detach() + g).argmax(-1)
-        else:
-            index = ((self.logits.detach() + g) / self.temperature).argmax(-1)
+        # Gumbel-max: D ~ Cat(softmax logits). Dividing by the temperature would not move the argmax.
+        index = (self.logits.detach() + g).argmax(-1)
         hard = F.one_hot(index, self.logits.shape[-1]).to(self.logits.dtype)
         return ESTIMATORS[estimator](self.logits, hard, g, self.temperature,
                                      generator=generator, **estimator_kwargs)

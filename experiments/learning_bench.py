@@ -103,7 +103,7 @@ def summarize(results: list[dict[str, Any]]) -> str:
         rs.sort(key=lambda r: r["seed"])
         firsts = [r["first"] for r in rs]
         reached = sorted(f if f is not None else float("inf") for f in firsts)
-        med = float(np.median(reached)) if float("inf") not in reached[: len(reached) // 2 + 1] else float("inf")
+        med = float(np.median(reached))  # inf ("never") when the middle seed never got there
         finals = ", ".join(f"{r['final']:.0f}" for r in rs)
         mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.0f}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -146,3 +147,13 @@ def _nan_cartpole(at: int = 250, what: str = "obs") -> gym.Env:
 
 if "NaNCartPole-v0" not in gym.registry:  # importable as `tests.envs_for_tests:NaNCartPole-v0` from the CLI
     gym.register("NaNCartPole-v0", entry_point=_nan_cartpole)
+
+
+class PickleExploit:
+    """Unpickling this touches ``marker``: a file that must never appear if loading is safe."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))

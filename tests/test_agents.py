@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from envs_for_tests import ContinuousIdentity, DiscreteIdentity, MultiDiscreteTarget
+from envs_for_tests import ContinuousIdentity, DiscreteIdentity, MultiDiscreteTarget, PickleExploit
 from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -117,17 +117,9 @@ def test_load_rejects_damaged_file(damage: str, gumbel_file: Path, tmp_path: Pat
         GumbelSAC.load(path)
 
 
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.marker,))
-
-
 def test_crafted_pickle_does_not_execute(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Exploit(marker))
+    payload = pickle.dumps(PickleExploit(marker))
     pickle.loads(payload)  # the payload is live: unpickling it creates the marker
     assert marker.exists()
     marker.unlink()
@@ -135,7 +127,7 @@ def test_crafted_pickle_does_not_execute(tmp_path: Path) -> None:
     model.write_bytes(payload)
     with pytest.raises(ValueError, match="not a readable reparl model file"):
         GumbelSAC.load(model)
-    torch.save({"x": _Exploit(marker)}, tmp_path / "t.safetensors")  # torch's zip-pickle format too
+    torch.save({"x": PickleExploit(marker)}, tmp_path / "t.safetensors")  # torch's zip-pickle format too
     with pytest.raises(ValueError):
         GaussianSAC.load(tmp_path / "t.safetensors")
     assert not marker.exists()

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from envs_for_tests import NaNAfter
+from envs_for_tests import NaNAfter, PickleExploit
 
 from agents import GaussianSAC, GumbelSAC
 from agents.core import NonFiniteError, SoftActorCritic, read_checkpoint
@@ -224,20 +224,12 @@ def test_damaged_checkpoint_rejected_naming_the_file(damage: str, message: str, 
     assert str(path) in str(info.value)
 
 
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.marker,))
-
-
 def test_malicious_pickle_checkpoint_does_not_execute(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
-    (ckpts / "step_100.safetensors").write_bytes(pickle.dumps(_Exploit(marker)))
-    torch.save({"x": _Exploit(marker)}, ckpts / "step_200.safetensors")  # torch's zip-pickle format
+    (ckpts / "step_100.safetensors").write_bytes(pickle.dumps(PickleExploit(marker)))
+    torch.save({"x": PickleExploit(marker)}, ckpts / "step_200.safetensors")  # torch's zip-pickle format
     for name in ("step_100", "step_200"):
         with pytest.raises(ValueError, match="not a readable reparl model file"):
             GumbelSAC("CartPole-v1", **TINY).restore(ckpts / f"{name}.safetensors")

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,bench}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
                        description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
@@ -71,7 +71,48 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--agent", help="algorithm, for an SB3 zip outside a run folder (DQN, PPO, A2C, SAC, TD3)")
     e.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="log this evaluation to W&B (default: only with --video, in the run's mode)")
+
+    b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
+                       description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
+                                   "and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to CartPole 475. "
+                                   "Each measurement runs in a fresh process, ours and SB3's alternating; tables "
+                                   "give medians and same-run ratios.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  %(prog)s\n  %(prog)s --sections throughput --rounds 5\n"
+                              "  %(prog)s --device cuda --sections throughput scaling")
+    b.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
+                   help="any of throughput, scaling, envs, cartpole (default: all)")
+    b.add_argument("--rounds", type=int, default=3, help="alternating rounds of the throughput section (default 3)")
+    b.add_argument("--updates", type=int, default=300, help="timed updates per throughput measurement (default 300)")
+    b.add_argument("--env-steps", type=int, default=500, help="timed env steps per measurement (default 500)")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the CartPole race")
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    b.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the benchmark itself")
+    b.add_argument("--out", type=Path, default=None, help="output folder (default runs/bench-<time>)")
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import time
+
+    from experiments.bench import SECTIONS, run_bench, write
+
+    sections = tuple(args.sections or SECTIONS)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown bench section(s) {unknown}; choose from {list(SECTIONS)}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
+    result = run_bench(sections, rounds=args.rounds, updates=args.updates, env_steps=args.env_steps,
+                       seeds=tuple(args.seeds), device=args.device, threads=args.threads, quick=args.quick)
+    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    md, js = write(result, out)
+    print(f"wrote {md} and {js}")
+    return 0
 
 
 def _train(args: argparse.Namespace, command: list[str]) -> int:
@@ -130,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, command)
+        if args.command == "bench":
+            return _bench(args)
         return _eval(args)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,6 +32,8 @@ class Job:
     seed: int = 0
     eval_every: int = 1000
     eval_episodes: int = 10
+    stop_at_threshold: bool = False  # end the run at the first eval >= threshold (wall-clock races)
+    threads: int = 1
 
 
 # RL Zoo's tuned settings (rl-baselines3-zoo hyperparams/dqn.yml, sac.yml), as FINDINGS.md measured.
@@ -46,11 +48,25 @@ SB3_PPO_CARTPOLE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, 
 def run_job(job: Job) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(job.threads)
     from experiments.evaluation import evaluate
 
     curve: list[tuple[int, float]] = []
+    # Wall-clock spent evaluating is kept apart, so "seconds of training to reach the threshold"
+    # does not depend on how long the evaluation episodes of a good policy are.
+    clock = {"eval_s": 0.0, "first_train_s": None}
     t0 = time.perf_counter()
+
+    def evaluate_at(model: Any, step: int) -> bool:
+        """Evaluate, record; False once the threshold is reached and the job stops there."""
+        t = time.perf_counter()
+        trained_s = t - t0 - clock["eval_s"]
+        r = evaluate(model, job.env_id, job.eval_episodes, seed=10_000 + step)
+        clock["eval_s"] += time.perf_counter() - t
+        curve.append((step, r.mean))
+        if r.mean >= job.threshold and clock["first_train_s"] is None:
+            clock["first_train_s"] = trained_s
+        return not (job.stop_at_threshold and clock["first_train_s"] is not None)
     if job.algo.startswith("sb3:"):
         import stable_baselines3 as sb3
         from stable_baselines3.common.callbacks import BaseCallback
@@ -67,9 +83,8 @@ def run_job(job: Job) -> dict[str, Any]:
 
             def _on_step(self) -> bool:
                 if self.num_timesteps >= self.next_eval:
-                    r = evaluate(self.model, job.env_id, job.eval_episodes, seed=10_000 + self.next_eval)
-                    curve.append((self.next_eval, r.mean))
                     self.next_eval += job.eval_every
+                    return evaluate_at(self.model, self.next_eval - job.eval_every)
                 return True
 
         model.learn(job.total, callback=EvalCB())
@@ -79,18 +94,18 @@ def run_job(job: Job) -> dict[str, Any]:
         model = AGENTS[job.algo](job.env_id, seed=job.seed, device="cpu", **job.hp)
         state = {"next": job.eval_every}
 
-        def cb(agent: Any) -> None:
+        def cb(agent: Any) -> bool:
             if agent.num_timesteps >= state["next"]:
-                r = evaluate(agent, job.env_id, job.eval_episodes, seed=10_000 + state["next"])
-                curve.append((state["next"], r.mean))
                 state["next"] += job.eval_every
+                return evaluate_at(agent, state["next"] - job.eval_every)
+            return True
 
         model.learn(job.total, callback=cb)
     wall = time.perf_counter() - t0
     first = next((s for s, r in curve if r >= job.threshold), None)
     return {**asdict(job), "curve": curve, "first": first, "final": curve[-1][1] if curve else None,
             "min_after_first": min((r for s, r in curve if first is not None and s >= first), default=None),
-            "wall_s": wall}
+            "wall_s": wall, "eval_s": clock["eval_s"], "first_train_s": clock["first_train_s"]}
 
 
 def summarize(results: list[dict[str, Any]]) -> str:

@@ -1,0 +1,300 @@
+"""Speed benchmark beside stable-baselines3: ``run.py bench`` (issue 7).
+
+Every measurement runs in a fresh process, one at a time, ours and SB3's alternating for
+``--rounds`` rounds; tables report medians and the ratio ours / SB3. Machines here are shared
+and noisy, so only same-run ratios mean anything: no figure from a different run is compared.
+
+Sections:
+  throughput  GaussianSAC vs SB3 SAC on Pendulum-v1 at identical settings: env steps/s once
+              learning has started, pure updates/s, FLOPs per update (counted by
+              torch.utils.flop_counter, not assumed), GFLOP/s against the 256^3 fp32 matmul peak
+              measured in the same process, and peak memory.
+  scaling     GaussianSAC updates/s as batch size and width grow, with GFLOP/s beside the peak.
+  envs        env steps/s during learning as the number of vector envs grows (ours and SB3).
+  cartpole    GumbelSAC (defaults) vs SB3 DQN (RL Zoo settings): training wall-clock seconds to
+              first reach eval >= 475 on CartPole-v1 (evaluation time excluded), per seed.
+
+    python run.py bench                       # everything, ~15 min on 2 cores
+    python run.py bench --sections throughput --rounds 5
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ("throughput", "scaling", "envs", "cartpole")
+
+# Identical settings for both libraries: SB3 SAC's defaults, written out (sac.py), with ours set to match.
+SAC_SETTINGS: dict[str, Any] = {"learning_rate": 3e-4, "buffer_size": 1_000_000, "learning_starts": 1000,
+                                "batch_size": 256, "tau": 0.005, "gamma": 0.99, "train_freq": 1,
+                                "gradient_steps": 1, "net_arch": [256, 256]}
+
+
+def _ours_hp(s: dict[str, Any]) -> dict[str, Any]:
+    return {"learning_rate": s["learning_rate"], "critic_learning_rate": s["learning_rate"],
+            "buffer_size": s["buffer_size"], "learning_starts": s["learning_starts"], "batch_size": s["batch_size"],
+            "target_update_rate": s["tau"], "gamma": s["gamma"], "train_freq": s["train_freq"],
+            "gradient_steps": s["gradient_steps"], "net_arch": s["net_arch"], "n_critics": 2, "alpha": 1.0}
+
+
+def _sb3_hp(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in s.items() if k != "net_arch"} | {"policy_kwargs": {"net_arch": s["net_arch"]}}
+
+
+def matmul_peak_gflops(n: int = 256, reps: int = 400) -> float:
+    """fp32 (n x n) @ (n x n) GFLOP/s, best of 5 timed blocks: the compute ceiling of this process."""
+    import torch
+
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    for _ in range(20):
+        torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 * reps / best / 1e9
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _count_flops(fn: Any) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process. ``spec["lib"]`` is "reparl" or "sb3"."""
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    device, settings = spec["device"], spec["settings"]
+    env_id, n_envs = spec["env_id"], int(spec.get("n_envs", 1))
+    starts = settings["learning_starts"]
+    out: dict[str, Any] = {"peak_gflops": matmul_peak_gflops() if device == "cpu" else None}
+    if spec["lib"] == "sb3":
+        from stable_baselines3 import SAC
+        from stable_baselines3.common.env_util import make_vec_env
+
+        model = SAC("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), seed=0, device=device, verbose=0,
+                    **_sb3_hp(settings))
+        learn = lambda n: model.learn(n, reset_num_timesteps=False)  # noqa: E731
+        update = lambda n: model.train(gradient_steps=n, batch_size=settings["batch_size"])  # noqa: E731
+    else:
+        from agents import GaussianSAC
+
+        model = GaussianSAC(env_id, seed=0, device=device, n_envs=n_envs, **_ours_hp(settings),
+                            **spec.get("extra", {}))
+        learn = model.learn
+
+        def update(n: int) -> None:
+            for _ in range(n):
+                model.train_step()
+            model.pop_train_info()  # the host sync a logging interval would do
+
+    learn(starts)  # uniform warm-up actions fill the buffer; no updates yet
+    if spec.get("env_steps"):
+        learn(n_envs)  # the first update allocates optimizer state: keep it out of the timing
+        _sync(device)
+        t = time.perf_counter()
+        learn(int(spec["env_steps"]))
+        _sync(device)
+        out["env_steps_per_s"] = int(spec["env_steps"]) / (time.perf_counter() - t)
+    if spec.get("updates"):
+        update(10)
+        _sync(device)
+        t = time.perf_counter()
+        update(int(spec["updates"]))
+        _sync(device)
+        out["updates_per_s"] = int(spec["updates"]) / (time.perf_counter() - t)
+        out["flops_per_update"] = _count_flops(lambda: update(1))
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.startswith("cuda"):
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return out
+
+
+def race(spec: dict[str, Any]) -> dict[str, Any]:
+    """Training seconds to first reach the threshold (one seed), via the learning benchmark's job runner."""
+    from experiments.learning_bench import SB3_DQN_CARTPOLE, Job, run_job
+
+    if spec["lib"] == "sb3":
+        job = Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", spec["budget"], 475.0, SB3_DQN_CARTPOLE)
+    else:
+        job = Job("GumbelSAC", "GumbelSAC", "CartPole-v1", spec["budget"], 475.0, dict(spec.get("extra", {})))
+    job.seed, job.stop_at_threshold, job.threads = spec["seed"], True, int(spec.get("threads") or 0) or _threads()
+    r = run_job(job)
+    return {"train_s": r["first_train_s"], "steps": r["first"], "wall_s": r["wall_s"]}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _worker(args: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    kind, spec = args
+    return (measure if kind == "measure" else race)(spec)
+
+
+def _run(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh spawned process, so peak memory and warm caches belong to this measurement alone."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_worker, ((kind, spec),))
+
+
+def machine() -> dict[str, Any]:
+    import stable_baselines3
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+            "python": platform.python_version(), "gpu": None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _med(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _fmt(x: float | None, nd: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: int = 300, env_steps: int = 500,
+              seeds: tuple[int, ...] = (0, 1, 2), device: str = "cpu", threads: int | None = None,
+              quick: bool = False, log: Any = print) -> dict[str, Any]:
+    """Run the chosen sections; returns {"machine", section: rows..., "markdown"}."""
+    settings = dict(SAC_SETTINGS)
+    if quick:  # a smoke run for tests: tiny everything, the same code paths
+        settings.update(learning_starts=64, batch_size=32, net_arch=[32, 32])
+    result: dict[str, Any] = {"machine": machine(), "device": device, "settings": settings,
+                              "command": " ".join(sys.argv)}
+    md = ["# reparl speed benchmark", "", "| machine | |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in result["machine"].items()] + [f"| device | {device} |", ""]
+    base = {"device": device, "threads": threads, "settings": settings}
+
+    def emit(lines: list[str]) -> None:
+        md.extend(lines + [""])
+        log("\n".join(lines) + "\n")
+
+    log("\n".join(md))
+    if "throughput" in sections:
+        rows: dict[str, list[dict[str, Any]]] = {"reparl": [], "sb3": []}
+        for r in range(rounds):
+            for lib in ("reparl", "sb3") if r % 2 == 0 else ("sb3", "reparl"):
+                rows[lib].append(_run("measure", {**base, "lib": lib, "env_id": "Pendulum-v1",
+                                                  "env_steps": env_steps, "updates": updates}))
+                log(f"  throughput round {r + 1}/{rounds} {lib}: "
+                    f"{rows[lib][-1]['updates_per_s']:.0f} updates/s")
+        result["throughput"] = rows
+        ours, sb3 = ({k: _med(rows[lib], k) for k in rows[lib][0]} for lib in ("reparl", "sb3"))
+        peak = _med(rows["reparl"] + rows["sb3"], "peak_gflops")
+        lines = [f"## Throughput: GaussianSAC vs SB3 SAC, Pendulum-v1, identical settings "
+                 f"(batch {settings['batch_size']}, net {settings['net_arch']}, train_freq 1, gradient_steps 1), "
+                 f"median of {rounds} rounds", "",
+                 "| | reparl GaussianSAC | SB3 SAC | ratio |", "|---|---|---|---|"]
+        for key, label, nd in (("env_steps_per_s", "env steps/s (learning)", 0), ("updates_per_s", "updates/s", 0),
+                               ("flops_per_update", "MFLOP per update", 0), ("peak_rss_mib", "peak RSS MiB", 0)):
+            scale = 1e-6 if key == "flops_per_update" else 1
+            a, b = (None if v is None else v * scale for v in (ours[key], sb3[key]))
+            lines.append(f"| {label} | {_fmt(a, nd)} | {_fmt(b, nd)} | {_ratio(a, b)} |")
+        for d in (ours, sb3):
+            d["gflops"] = d["flops_per_update"] * d["updates_per_s"] / 1e9
+        if peak:
+            pct = {lib: f"{d['gflops']:.0f} ({100 * d['gflops'] / peak:.0f}%)" for lib, d in (("ours", ours),
+                                                                                               ("sb3", sb3))}
+            lines.append(f"| achieved GFLOP/s (% of {peak:.0f} GFLOP/s matmul peak) | {pct['ours']} | {pct['sb3']} "
+                         f"| {_ratio(ours['gflops'], sb3['gflops'])} |")
+        emit(lines)
+    if "scaling" in sections:
+        grid = [("batch", b, settings["net_arch"]) for b in ((16, 32) if quick else (64, 128, 256, 512, 1024))]
+        grid += [("width", settings["batch_size"], [w, w]) for w in ((16, 32) if quick else (64, 128, 256, 512, 1024))]
+        lines = ["## Scaling: GaussianSAC updates/s", "",
+                 "| batch | width | updates/s | MFLOP/update | GFLOP/s | % of matmul peak |",
+                 "|---|---|---|---|---|---|"]
+        result["scaling"] = []
+        for what, batch, arch in grid:
+            s = {**settings, "batch_size": batch, "net_arch": arch}
+            n = max(20, int(updates * min(1.0, (256 / arch[0]) ** 2 * 256 / batch)))
+            row = _run("measure", {**base, "settings": s, "lib": "reparl", "env_id": "Pendulum-v1", "updates": n})
+            row.update(what=what, batch=batch, width=arch[0])
+            result["scaling"].append(row)
+            gf = row["flops_per_update"] * row["updates_per_s"] / 1e9
+            pk = row["peak_gflops"]
+            lines.append(f"| {batch} | {arch[0]} | {row['updates_per_s']:.0f} | {row['flops_per_update'] / 1e6:.0f} | "
+                         f"{gf:.0f} | {'-' if not pk else f'{100 * gf / pk:.0f}%'} |")
+        emit(lines)
+    if "envs" in sections:
+        lines = ["## Vector envs: env steps/s while learning (one update per vector step), Pendulum-v1", "",
+                 "| n_envs | reparl | SB3 SAC | ratio |", "|---|---|---|---|"]
+        result["envs"] = []
+        for n_envs in (1, 2) if quick else (1, 2, 4, 8):
+            pair = {lib: _run("measure", {**base, "lib": lib, "env_id": "Pendulum-v1", "n_envs": n_envs,
+                                          "env_steps": env_steps * n_envs}) for lib in ("reparl", "sb3")}
+            result["envs"].append({"n_envs": n_envs, **pair})
+            a, b = pair["reparl"]["env_steps_per_s"], pair["sb3"]["env_steps_per_s"]
+            lines.append(f"| {n_envs} | {a:.0f} | {b:.0f} | {_ratio(a, b)} |")
+        emit(lines)
+    if "cartpole" in sections:
+        budget = 2000 if quick else 50_000
+        extra = {"net_arch": [32, 32], "batch_size": 32, "learning_starts": 200} if quick else {}
+        rows = {"reparl": [], "sb3": []}
+        lines = ["## Wall-clock to CartPole-v1 eval >= 475: GumbelSAC (defaults) vs SB3 DQN (RL Zoo settings)",
+                 "", f"Training seconds (evaluation excluded; eval every 1k steps, 10 episodes), budget {budget:,} "
+                 "steps; 'never' = not reached.", "",
+                 "| seed | GumbelSAC s (steps) | SB3 DQN s (steps) |", "|---|---|---|"]
+        for seed in seeds:
+            for lib in ("reparl", "sb3") if seed % 2 == 0 else ("sb3", "reparl"):
+                rows[lib].append(_run("race", {**base, "lib": lib, "seed": seed, "budget": budget, "extra": extra}))
+            cell = lambda r: "never" if r["train_s"] is None else f"{r['train_s']:.0f} ({r['steps']:,})"  # noqa: E731
+            lines.append(f"| {seed} | {cell(rows['reparl'][-1])} | {cell(rows['sb3'][-1])} |")
+        inf = float("inf")
+        med = {lib: statistics.median([r["train_s"] if r["train_s"] is not None else inf for r in rows[lib]])
+               for lib in rows}
+        fmt = lambda x: "never" if x == inf else f"{x:.0f}"  # noqa: E731
+        lines.append(f"| median | {fmt(med['reparl'])} | {fmt(med['sb3'])} |")
+        result["cartpole"] = rows
+        emit(lines)
+    result["markdown"] = "\n".join(md)
+    return result
+
+
+def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.md").write_text(result["markdown"] + "\n")
+    (out / "bench.json").write_text(json.dumps(result, indent=1, default=str))
+    return out / "bench.md", out / "bench.json"

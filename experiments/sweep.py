@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -241,9 +242,10 @@ def _value_text(v: Any) -> str:
 
 
 def trial_name(prefix: str, values: dict[str, Any], seed: int) -> str:
-    """``<prefix>-<key>=<value>...-s<seed>``: a function of the sweep file alone, so a re-run finds it."""
+    """``<prefix>-<key>=<value>...-s<seed>``: a function of the sweep file alone, so a re-run finds it.
+    Unlike ``rundir.slug`` it keeps a value's sign (``temperature=-1``, not ``temperature-1``)."""
     parts = [prefix] + [f"{k.rsplit('.', 1)[-1]}={_value_text(v)}" for k, v in values.items()] + [f"s{seed}"]
-    return slug("-".join(parts))
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", "-".join(parts))
 
 
 def expand(spec: SweepSpec, sweep_dir: Path) -> list[Trial]:
@@ -396,17 +398,17 @@ def run_sweep(path: str | Path, runs_root: Path = Path("runs/sweeps"), address: 
     """
     spec = load_sweep(path)
     sweep_dir = (runs_root / spec.name).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.yaml").write_text(spec.source.read_text())  # what produced these runs
     if spec.search is None:
         trials = expand(spec, sweep_dir)
-        done = {t.name for t in trials if finished(t) is not None}
+        done = {t.name for t in trials if finished(t) is not None}  # raises if the sweep was edited
         todo = [t for t in trials if t.name not in done]
         skipped = sorted(done)
     else:
         e = spec.entries[0]
         todo = [Trial(e.name, str(e.config), e.set, e.seeds[0], spec.name, str(sweep_dir), spec.threads)]
         skipped = []
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(spec.source.read_text())  # what produced these runs
     trained: list[str] = []
     failed: dict[str, str] = {}
     if skipped:

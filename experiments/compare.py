@@ -181,7 +181,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         mine = g.runs[0].config
         differ = [k for k in mine if not k.startswith(NOT_CONFIG)
                   and any(json.dumps(s.get(k), default=str) != json.dumps(mine[k], default=str) for s in siblings)]
-        g.label = " ".join([g.agent] + [f"{k.split('.', 1)[1]}={mine[k]}" for k in sorted(differ)])
+        shown = {k: f"{mine[k]:.4g}" if isinstance(mine[k], float) else mine[k] for k in sorted(differ)}
+        g.label = " ".join([g.agent] + [f"{k.split('.', 1)[1]}={v}" for k, v in shown.items()])
     return sorted(groups, key=lambda g: (g.env_id, g.label))
 
 

@@ -18,7 +18,7 @@ from stable_baselines3.common.logger import KVWriter, Logger
 
 from envs import env_kwargs, resolve_id
 from experiments.config import Config, agent_class
-from experiments.loop import RunLoop, Throughput
+from experiments.loop import OnEval, RunLoop, Throughput
 from experiments.tracking import Tracker
 
 # SB3 key -> ours; None drops a key whose content we compute ourselves or that global_step carries.
@@ -106,14 +106,16 @@ def build_sb3(cfg: Config) -> Any:
                                        verbose=0, **hp)
 
 
-def train_sb3(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool) -> tuple[Path, float | None]:
+def train_sb3(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
+              on_eval: OnEval | None = None) -> tuple[Path, float | None]:
     model = build_sb3(cfg)
 
     def save(path: Path) -> Path:
         model.save(path)
         return path
 
-    loop = RunLoop(cfg, run_dir, tracker, model, save=save, checkpoint_suffix=".zip", progress_bar=progress_bar)
+    loop = RunLoop(cfg, run_dir, tracker, model, save=save, checkpoint_suffix=".zip", progress_bar=progress_bar,
+                   on_eval=on_eval)
     writer = MetricsWriter(tracker, cfg.train.log_interval, Throughput(loop))
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     try:

@@ -2,6 +2,8 @@
 
     reparl train configs/gumbel_sac/cartpole.yaml --seed 1 --set agent.temperature=0.5 env.n_envs=4
     reparl eval runs/gumbel_sac-cartpole-20260101-120000-a1b2c3 --episodes 20 --video
+    reparl sweep configs/sweeps/discrete_estimators.yaml --max-concurrent 2
+    reparl compare runs/sweeps/discrete_estimators --out estimators.png
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,compare,bench}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
                        description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
@@ -72,6 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="log this evaluation to W&B (default: only with --video, in the run's mode)")
 
+    s = sub.add_parser("sweep", help="run a sweep file's trials (configs x overrides x seeds) on Ray Tune",
+                       description="Run every trial of a sweep file (configs/sweeps/*.yaml) as a `train` run in "
+                                   "runs/sweeps/<name>/<trial>/ (W&B group <name>), on a local Ray cluster or the "
+                                   "one --address names. Finished trials are skipped; a failed one does not stop "
+                                   "the others. Ends with the table `compare` prints (summary.md, summary.json).")
+    s.add_argument("sweep", type=Path, metavar="SWEEP_CONFIG", help="e.g. configs/sweeps/discrete_estimators.yaml")
+    s.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT); default: start a local one")
+    s.add_argument("--max-concurrent", type=int, metavar="N",
+                   help="trials at once (default: the cluster's CPUs // the sweep's threads)")
+    s.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local cluster (default: all cores)")
+    s.add_argument("--run-dir", type=Path, default=Path("runs/sweeps"),
+                   help="parent of the sweep folder (default: runs/sweeps)")
+
+    c = sub.add_parser("compare", help="learning curves and a table from run folders or sweep folders",
+                       description="Group run folders by config (everything but the seed) and write learning "
+                                   "curves (mean, 95%% bootstrap band; one subplot per env) as a PNG, and a table "
+                                   "(final return, IQM with a 95%% bootstrap CI, steps to threshold) as Markdown and "
+                                   "JSON beside it. Reads only the run folders (config.yaml, metrics.jsonl).")
+    c.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
+    c.add_argument("--metric", default="eval/mean_return", help="metric to plot and tabulate")
+    c.add_argument("--out", type=Path, help="PNG path; the table goes beside it as .md and .json "
+                                            "(default: compare.png in the first folder given)")
+    c.add_argument("--threshold", nargs="+", default=[], metavar="X|ENV_ID=X",
+                   help="threshold for 'steps to threshold', for every env or per env "
+                        "(default: gymnasium's reward_threshold of each env)")
+
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
                                    "and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to CartPole 475. "
@@ -91,6 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the benchmark itself")
     b.add_argument("--out", type=Path, default=None, help="output folder (default runs/bench-<time>)")
     return parser
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from experiments.sweep import format_result, run_sweep
+
+    result = run_sweep(args.sweep, args.run_dir, address=args.address, max_concurrent=args.max_concurrent,
+                       num_cpus=args.num_cpus)
+    print(format_result(result))
+    return 1 if result.failed else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from experiments.compare import compare, is_run_dir, markdown_table, parse_thresholds
+
+    every, per_env = parse_thresholds(args.threshold)
+    first = args.paths[0]
+    out = args.out or (first.parent if is_run_dir(first) else first) / "compare.png"
+    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every)
+    print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -171,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, command)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "compare":
+            return _compare(args)
         if args.command == "bench":
             return _bench(args)
         return _eval(args)

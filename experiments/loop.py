@@ -22,6 +22,8 @@ from experiments.evaluation import EvalResult, evaluate
 from experiments.tracking import Tracker
 
 EVAL_SEED = 10_000  # eval episodes are seeded apart from training's seed stream
+OnEval = Callable[[int, EvalResult], None]
+"""Called after each evaluation with the env step and the result (a sweep reports it to Ray Tune)."""
 
 
 def make_eval_env(cfg: Config, n_episodes: int, copy_wrapper: Callable[[gym.Env, int], gym.Env] | None = None,
@@ -36,9 +38,10 @@ class RunLoop:
 
     def __init__(self, cfg: Config, run_dir: Path, tracker: Tracker, model: Any,
                  save: Callable[[Path], Path], checkpoint_suffix: str,
-                 train_env: gym.vector.VectorEnv | None = None, progress_bar: bool = True, start_step: int = 0) -> None:
+                 train_env: gym.vector.VectorEnv | None = None, progress_bar: bool = True, start_step: int = 0,
+                 on_eval: OnEval | None = None) -> None:
         self.cfg, self.run_dir, self.tracker, self.model = cfg, run_dir, tracker, model
-        self.save, self.suffix, self.train_env = save, checkpoint_suffix, train_env
+        self.save, self.suffix, self.train_env, self.on_eval = save, checkpoint_suffix, train_env, on_eval
         t = cfg.train
         # A resumed run continues the same schedule: the first boundaries after ``start_step``.
         self.next_eval = (start_step // t.eval_freq + 1) * t.eval_freq if t.eval_freq > 0 else None
@@ -93,6 +96,8 @@ class RunLoop:
         if self.bar is not None:
             self.bar.set_postfix(eval=f"{result.mean:.1f}", refresh=False)
         self.paused_s += time.perf_counter() - t0
+        if self.on_eval is not None:
+            self.on_eval(step, result)
         return result
 
     def close(self, final_step: int) -> None:

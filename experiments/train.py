@@ -20,7 +20,7 @@ from typing import Any
 from agents.core import NonFiniteError, read_checkpoint
 from envs import make_env, make_vec_env, save_obs_normalization
 from experiments.config import Config, ConfigError, agent_class
-from experiments.loop import RunLoop, Throughput, window_mean
+from experiments.loop import OnEval, RunLoop, Throughput, window_mean
 from experiments.rundir import create_run_dir, write_run_files
 from experiments.tracking import Tracker
 
@@ -81,7 +81,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 
 def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
-               resume_from: Path | None = None) -> tuple[Path, float | None]:
+               resume_from: Path | None = None, on_eval: OnEval | None = None) -> tuple[Path, float | None]:
     """GumbelSAC / GaussianSAC: the agent's own loop, with the runner's work in its callback."""
     venv = make_vec_env(cfg.env)
     agent = agent_class(cfg.agent.name)(venv, seed=cfg.train.seed, device=cfg.train.device,
@@ -95,7 +95,7 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
         return agent.checkpoint(path, include_buffer=cfg.train.checkpoint_buffer)
 
     loop = RunLoop(cfg, run_dir, tracker, agent, save=save_checkpoint, checkpoint_suffix=".safetensors",
-                   train_env=venv, progress_bar=progress_bar, start_step=start)
+                   train_env=venv, progress_bar=progress_bar, start_step=start, on_eval=on_eval)
     rate = Throughput(loop, start, agent.num_updates)
     log_every = cfg.train.log_interval
     state: dict[str, Any] = {"next_log": (start // log_every + 1) * log_every, "last_log": start if start else -1,
@@ -196,10 +196,11 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def run_training(cfg: Config, runs_root: Path, name: str, command: list[str], run_dir: Path | None = None,
-                 progress_bar: bool = True, resume: bool = False) -> TrainResult:
+                 progress_bar: bool = True, resume: bool = False, on_eval: OnEval | None = None) -> TrainResult:
     """Create the run folder, train, save, and close the trackers (also on failure).
 
     ``resume``: ``run_dir`` is an existing run folder; continue from its latest good checkpoint.
+    ``on_eval``: called after each evaluation (``run.py sweep`` reports it to Ray Tune).
     """
     check_buffer_fits(cfg)
     resume_from = None
@@ -228,9 +229,9 @@ def run_training(cfg: Config, runs_root: Path, name: str, command: list[str], ru
         if cfg.agent.is_sb3:
             from experiments.baselines import train_sb3
 
-            model_path, final = train_sb3(cfg, run_dir, tracker, progress_bar)
+            model_path, final = train_sb3(cfg, run_dir, tracker, progress_bar, on_eval)
         else:
-            model_path, final = train_ours(cfg, run_dir, tracker, progress_bar, resume_from)
+            model_path, final = train_ours(cfg, run_dir, tracker, progress_bar, resume_from, on_eval)
         tracker.summary({"eval/final_mean_return": final} if final is not None else {})
         tracker.log_model(model_path)
         exit_code = 0

@@ -1,0 +1,323 @@
+"""``compare``: run folders (or a sweep folder) -> learning curves (PNG) and a table (Markdown + JSON).
+
+Everything is read from disk (each run's ``config.yaml`` and ``metrics.jsonl``), so it works the
+same offline, after ``wandb sync``, or on folders copied from a cluster. Runs whose configs are
+equal except for the seed form one group; each group gets one curve (mean over seeds with a
+95% bootstrap band) and one table row: final value (the metric's last event, i.e. the final
+evaluation), its interquartile mean (IQM) with a 95% bootstrap CI, and the median env step at
+which the metric first reached the env's threshold. ``run.py sweep`` prints the same table.
+
+IQM and the bootstrap follow rliable (Agarwal et al., 2021, "Deep RL at the Edge of the
+Statistical Precipice"), written out here rather than imported: rliable 1.2.0 needs ``arch``,
+whose 7.2.0 release fails at import with the pandas 3 that ``ray[tune]`` installs
+(``TypeError: deprecate_kwarg()``), and it would add scipy, statsmodels and seaborn for ~30 lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from experiments.config import ConfigError
+from experiments.rundir import MODEL_FILES
+
+METRIC = "eval/mean_return"
+CONFIDENCE = 0.95
+BOOTSTRAP_REPS = 2000
+BOOTSTRAP_SEED = 0  # a fixed stream: the same runs always print the same CI
+# Keys that do not change what a run learns: runs differing only here are seeds of one config.
+NOT_CONFIG = ("train.seed", "train.torch_threads", "train.device", "wandb.")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    """Flattened resolved config: ``{"agent.name": "GumbelSAC", "train.seed": 0, ...}``."""
+    steps: np.ndarray
+    values: np.ndarray
+    """The metric at each of its events (``steps`` are env steps)."""
+
+    @property
+    def env_id(self) -> str:
+        return str(self.config["env.id"])
+
+    @property
+    def final(self) -> float:
+        return float(self.values[-1])
+
+
+@dataclass
+class Group:
+    env_id: str
+    agent: str
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def iqm(x: Sequence[float] | np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean(x, 0.25)``, as rliable)."""
+    x = np.sort(np.asarray(x, dtype=float), axis=axis)
+    n = x.shape[axis]
+    cut = int(0.25 * n)
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+def bootstrap_ci(x: Sequence[float] | np.ndarray, statistic: Callable[..., Any] = iqm,
+                 reps: int = BOOTSTRAP_REPS, confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of ``statistic`` over the runs (axis 0 of ``x``; extra axes, e.g. steps,
+    are kept). A group holds one task, so rliable's stratified bootstrap (resampling runs within each
+    task) is this: resample the seeds with replacement."""
+    x = np.asarray(x, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(reps, len(x)))
+    stats = statistic(x[idx], axis=1)
+    alpha = (1 - confidence) / 2
+    return np.quantile(stats, alpha, axis=0), np.quantile(stats, 1 - alpha, axis=0)
+
+
+def first_step_at(run: Run, threshold: float) -> int | None:
+    """The first env step at which the metric reached ``threshold``; None if it never did."""
+    hit = np.flatnonzero(run.values >= threshold)
+    return int(run.steps[hit[0]]) if hit.size else None
+
+
+def threshold_for(env_id: str, thresholds: dict[str, float | None] | None, metric: str = METRIC) -> float | None:
+    """``thresholds[env_id]`` if given, else (for the eval return) gymnasium's ``spec.reward_threshold``."""
+    import gymnasium as gym
+
+    if thresholds and env_id in thresholds:
+        return thresholds[env_id]
+    if metric != METRIC:
+        return None
+    try:
+        return gym.spec(env_id.split(":")[-1]).reward_threshold
+    except gym.error.Error:
+        return None
+
+
+# ------------------------------------------------------------------------------ reading runs
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("agent", "env", "train", "wandb") and not prefix:
+            out.update(flatten(v, f"{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").is_file()
+
+
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Run folders among ``paths``, and under those that are not run folders themselves.
+    A run without a final model (still running, crashed, killed) is left out with a warning."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise ConfigError(f"{path}: no such folder (give run folders or a folder holding them)")
+        candidates = [path] if is_run_dir(path) else sorted(p.parent for p in path.rglob("config.yaml")
+                                                             if is_run_dir(p.parent))
+        if not candidates:
+            raise ConfigError(f"{path}: no run folders in it (a run folder holds config.yaml and metrics.jsonl)")
+        for run_dir in candidates:
+            if any((run_dir / m).is_file() for m in MODEL_FILES):
+                found.append(run_dir)
+            else:
+                warnings.warn(f"skipping {run_dir}: no {' or '.join(MODEL_FILES)} (unfinished run)",
+                              RuntimeWarning, stacklevel=2)
+    return list(dict.fromkeys(found))
+
+
+def load_run(path: Path, metric: str = METRIC) -> Run | None:
+    """The run's config and the metric's events; None (with a warning) when it never logged the metric."""
+    config = flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    points: dict[int, float] = {}
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line of a killed run
+            continue
+        if metric in event:
+            points[int(event["global_step"])] = float(event[metric])  # "nan" strings read back as nan
+    if not points:
+        warnings.warn(f"skipping {path}: no {metric} in metrics.jsonl", RuntimeWarning, stacklevel=2)
+        return None
+    steps = np.array(sorted(points))
+    return Run(path, config, steps, np.array([points[s] for s in steps]))
+
+
+def config_key(run: Run) -> str:
+    return json.dumps({k: v for k, v in run.config.items() if not k.startswith(NOT_CONFIG)}, sort_keys=True,
+                      default=str)
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """One group per config (everything but the seed). A label is the agent plus the settings that
+    tell its groups on the same env apart (``GumbelSAC estimator=soft``), so DQN's many
+    hyperparameters do not crowd GumbelSAC's label."""
+    by_key: dict[str, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault(config_key(run), []).append(run)
+    groups = [Group(rs[0].env_id, str(rs[0].config["agent.name"]), "", sorted(rs, key=lambda r: r.config.get(
+        "train.seed", 0))) for rs in by_key.values()]
+    for g in groups:
+        siblings = [o.runs[0].config for o in groups if (o.env_id, o.agent) == (g.env_id, g.agent)]
+        mine = g.runs[0].config
+        differ = [k for k in mine if not k.startswith(NOT_CONFIG)
+                  and any(json.dumps(s.get(k), default=str) != json.dumps(mine[k], default=str) for s in siblings)]
+        shown = {k: f"{mine[k]:.4g}" if isinstance(mine[k], float) else mine[k] for k in sorted(differ)}
+        g.label = " ".join([g.agent] + [f"{k.split('.', 1)[1]}={v}" for k, v in shown.items()])
+    return sorted(groups, key=lambda g: (g.env_id, g.label))
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | None = None,
+                 metric: str = METRIC) -> list[dict[str, Any]]:
+    """One row per group; thresholds as :func:`threshold_for`."""
+    rows = []
+    for g in groups:
+        threshold = threshold_for(g.env_id, thresholds, metric)
+        finals = np.array([r.final for r in g.runs])
+        lo, hi = bootstrap_ci(finals)
+        firsts = [first_step_at(r, threshold) for r in g.runs] if threshold is not None else []
+        # A seed that never got there counts as infinitely slow, so the median says "never"
+        # once half the seeds never reached it (as experiments/learning_bench.py does).
+        median_first = float(np.median([math.inf if f is None else f for f in firsts])) if firsts else None
+        rows.append({
+            "env": g.env_id, "config": g.label, "agent": g.agent, "metric": metric, "n_seeds": len(g.runs),
+            "seeds": [r.config.get("train.seed") for r in g.runs], "finals": finals.tolist(),
+            "final_mean": float(finals.mean()), "final_iqm": float(iqm(finals)),
+            "iqm_ci95": [float(lo), float(hi)], "threshold": threshold,
+            "steps_to_threshold": firsts,
+            "median_steps_to_threshold": None if median_first is None or math.isinf(median_first)
+            else median_first,
+            "reached": sum(f is not None for f in firsts), "runs": [str(r.path) for r in g.runs],
+        })
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    out = ["| env | config | seeds | final mean | final IQM [95% CI] | threshold | median steps to threshold "
+           "| reached |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["iqm_ci95"]
+        t = r["threshold"]
+        if t is None:
+            steps, reached = "-", "-"
+        else:
+            m = r["median_steps_to_threshold"]
+            steps = "never" if m is None else f"{m:,.0f}"
+            reached = f"{r['reached']}/{r['n_seeds']}"
+        out.append(f"| {r['env']} | {r['config']} | {r['n_seeds']} | {r['final_mean']:.1f} | "
+                   f"{r['final_iqm']:.1f} [{lo:.1f}, {hi:.1f}] | {'-' if t is None else f'{t:g}'} | {steps} | "
+                   f"{reached} |")
+    return "\n".join(out)
+
+
+def write_table(rows: Sequence[dict[str, Any]], stem: Path) -> tuple[Path, Path]:
+    """``<stem>.md`` (the printed table) and ``<stem>.json`` (every number, per seed too)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    md.write_text(markdown_table(rows) + "\n")
+    js.write_text(json.dumps({"confidence": CONFIDENCE, "bootstrap_reps": BOOTSTRAP_REPS, "rows": list(rows)},
+                             indent=1) + "\n")
+    return md, js
+
+
+# ------------------------------------------------------------------------------ the plot
+
+
+def plot_curves(groups: Sequence[Group], out: Path, metric: str = METRIC,
+                thresholds: dict[str, float | None] | None = None) -> Path:
+    """One subplot per env; per group the mean over seeds and a 95% bootstrap band of the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster or in CI
+    import matplotlib.pyplot as plt
+
+    envs = sorted({g.env_id for g in groups})
+    ncols = min(len(envs), 3)
+    nrows = math.ceil(len(envs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False)
+    for ax, env_id in zip(axes.flat, envs, strict=False):
+        for g in (g for g in groups if g.env_id == env_id):
+            # Seeds of one config evaluate at the same steps; interpolation only covers the odd
+            # off-by-a-vector-step case, and the curve stops where the shortest run stops.
+            end = min(r.steps[-1] for r in g.runs)
+            grid = np.unique(np.concatenate([r.steps for r in g.runs]))
+            grid = grid[grid <= end]
+            curves = np.stack([np.interp(grid, r.steps, r.values) for r in g.runs])
+            lo, hi = bootstrap_ci(curves, statistic=np.mean)
+            (line,) = ax.plot(grid, curves.mean(axis=0), label=f"{g.label} (n={len(g.runs)})")
+            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        t = threshold_for(env_id, thresholds, metric)
+        if t is not None:
+            ax.axhline(t, color="grey", linestyle="--", linewidth=1, label=f"threshold {t:g}")
+        ax.set(title=env_id, xlabel="env steps", ylabel=metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def load_groups(paths: Sequence[Path], metric: str = METRIC) -> list[Group]:
+    runs = [r for p in find_runs(paths) if (r := load_run(p, metric)) is not None]
+    if not runs:
+        raise ConfigError(f"no finished run with {metric} in {', '.join(map(str, paths))}")
+    return group_runs(runs)
+
+
+def parse_thresholds(items: Sequence[str]) -> tuple[float | None, dict[str, float]]:
+    """``["475"]`` -> one threshold for every env; ``["CartPole-v1=475", ...]`` -> per env."""
+    every: float | None = None
+    per_env: dict[str, float] = {}
+    for item in items:
+        env_id, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--threshold {item!r}: expected a number or ENV_ID=NUMBER") from None
+        if sep:
+            per_env[env_id] = number
+        else:
+            every = number
+    return every, per_env
+
+
+def compare(paths: Sequence[Path], out: Path, metric: str = METRIC,
+            thresholds: dict[str, float | None] | None = None,
+            threshold: float | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
+    """Plot and tabulate ``paths``; returns the rows, the PNG, and the Markdown and JSON tables."""
+    groups = load_groups(paths, metric)
+    if threshold is not None:
+        thresholds = {**{g.env_id: threshold for g in groups}, **(thresholds or {})}
+    rows = summary_rows(groups, thresholds, metric)
+    png = plot_curves(groups, out, metric, thresholds)
+    md, js = write_table(rows, out.with_suffix(""))
+    return rows, png, md, js

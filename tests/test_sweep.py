@@ -1,0 +1,166 @@
+"""``run.py sweep`` on a real local Ray cluster, and ``run.py compare`` on what it wrote.
+
+One module-scoped sweep (Ray starts once): GumbelSAC and SB3 DQN on CartPole-v1 x 2 seeds at
+300 env steps with 16-unit networks, plus one trial whose override is invalid. Everything is
+read back from disk: run folders, metrics.jsonl and the offline W&B files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from experiments.cli import main
+from experiments.config import ConfigError
+from experiments.sweep import DONE_FILE, load_sweep
+from experiments.wandb_reader import read_run
+
+pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = ["gumbel_sac-cartpole-s0", "gumbel_sac-cartpole-s1", "baselines-dqn_cartpole-s0", "baselines-dqn_cartpole-s1"]
+BAD = "bad-temperature=-1-s0"
+
+
+def _run_cli(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():  # noqa: ANN201
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> dict:
+    """The smoke sweep plus a GumbelSAC trial with temperature -1 (invalid), run through the CLI."""
+    root = tmp_path_factory.mktemp("sweeps")
+    spec = yaml.safe_load((ROOT / "configs/sweeps/smoke.yaml").read_text())
+    spec["name"] = "test-sweep"
+    spec["configs"].append({"config": "configs/gumbel_sac/cartpole.yaml", "name": "bad", "seeds": [0],
+                            "grid": {"agent.temperature": [-1]}})
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    t0 = time.perf_counter()
+    code, out = _run_cli(["sweep", str(path), "--run-dir", str(root / "runs")])
+    return {"path": path, "dir": root / "runs" / "test-sweep", "code": code, "out": out,
+            "wall": time.perf_counter() - t0}
+
+
+def test_sweep_writes_runs_wandb_group_and_table(sweep: dict) -> None:
+    d = sweep["dir"]
+    assert sorted(p.parent.name for p in d.glob(f"*/{DONE_FILE}")) == sorted(GOOD)
+    for name in GOOD:
+        run = read_run(d / name / "wandb")
+        assert run.group == "test-sweep" and run.exit_code == 0
+        cfg = yaml.safe_load((d / name / "config.yaml").read_text())
+        assert cfg["train"]["seed"] == int(name[-1]) and cfg["train"]["total_timesteps"] == 300
+        assert run.config["train"]["seed"] == cfg["train"]["seed"]
+        evals = [json.loads(line) for line in (d / name / "metrics.jsonl").read_text().splitlines()]
+        assert [e["global_step"] for e in evals if "eval/mean_return" in e] == [100, 200, 300]
+    rows = json.loads((d / "summary.json").read_text())["rows"]
+    assert {r["config"]: r["n_seeds"] for r in rows} == {"DQN": 2, "GumbelSAC": 2}
+    assert "| CartPole-v1 | GumbelSAC | 2 |" in (d / "summary.md").read_text()
+    assert "| CartPole-v1 | GumbelSAC | 2 |" in sweep["out"]
+
+
+def test_a_bad_trial_fails_alone_with_its_error(sweep: dict) -> None:
+    assert sweep["code"] == 1  # the CLI says something failed...
+    assert not (sweep["dir"] / BAD).exists()  # ...the config error stopped it before any run folder
+    line = next(line for line in sweep["out"].splitlines() if line.strip().startswith(f"{BAD}:"))
+    assert "ConfigError" in line and "temperature" in line
+    assert "4 trained" in sweep["out"] and "1 failed" in sweep["out"]
+
+
+def test_rerun_skips_finished_trials(sweep: dict) -> None:
+    before = {p: p.stat().st_mtime_ns for p in sweep["dir"].glob(f"*/{DONE_FILE}")}
+    t0 = time.perf_counter()
+    code, out = _run_cli(["sweep", str(sweep["path"]), "--run-dir", str(sweep["dir"].parent)])
+    wall = time.perf_counter() - t0
+    assert code == 1 and "0 trained, 4 skipped" in out and "1 failed" in out  # only the bad one ran again
+    assert {p: p.stat().st_mtime_ns for p in sweep["dir"].glob(f"*/{DONE_FILE}")} == before
+    assert sorted(p.name for p in sweep["dir"].iterdir() if p.is_dir() and not p.name.startswith(".")) == sorted(GOOD)
+    assert wall < sweep["wall"]
+
+
+def test_an_edited_sweep_is_refused_not_mixed(sweep: dict, tmp_path: Path) -> None:
+    spec = yaml.safe_load(sweep["path"].read_text())
+    spec["set"]["train.total_timesteps"] = 400
+    spec["configs"] = spec["configs"][:1]
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(spec))
+    code, _ = _run_cli(["sweep", str(edited), "--run-dir", str(sweep["dir"].parent)])
+    assert code == 2  # ConfigError: finished with other settings
+
+
+def test_compare_plot_and_table_match_the_run_folders(sweep: dict, tmp_path: Path) -> None:
+    from matplotlib import image
+
+    out = tmp_path / "cmp.png"
+    code, text = _run_cli(["compare", str(sweep["dir"]), "--out", str(out), "--threshold", "CartPole-v1=12"])
+    assert code == 0
+    assert out.stat().st_size > 20_000
+    pixels = image.imread(out)
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 500  # curves, bands, text: not blank
+    rows = {r["config"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    for label, prefix in (("GumbelSAC", "gumbel_sac-cartpole"), ("DQN", "baselines-dqn_cartpole")):
+        curves = []
+        for seed in (0, 1):
+            events = [json.loads(line) for line in (sweep["dir"] / f"{prefix}-s{seed}" / "metrics.jsonl").open()]
+            curves.append([(e["global_step"], e["eval/mean_return"]) for e in events if "eval/mean_return" in e])
+        finals = np.array([c[-1][1] for c in curves])
+        firsts = [next((s for s, v in c if v >= 12), None) for c in curves]
+        r = rows[label]
+        assert r["finals"] == pytest.approx(finals.tolist())
+        assert r["final_mean"] == pytest.approx(finals.mean())
+        assert r["final_iqm"] == pytest.approx(finals.mean())  # two seeds: nothing is trimmed
+        assert min(finals) <= r["iqm_ci95"][0] <= r["final_iqm"] <= r["iqm_ci95"][1] <= max(finals)
+        assert r["threshold"] == 12 and r["steps_to_threshold"] == firsts
+        med = None if None in firsts else float(np.median(firsts))
+        assert r["median_steps_to_threshold"] == med
+        assert f"| CartPole-v1 | {label} | 2 | {finals.mean():.1f} |" in text
+    assert out.with_suffix(".md").read_text().strip() in text
+
+
+def test_iqm_trims_a_quarter_each_side() -> None:
+    from experiments.compare import bootstrap_ci, iqm
+
+    x = [100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -100.0]  # 8 runs: the 2 lowest and 2 highest go
+    assert iqm(x) == pytest.approx(3.5)
+    lo, hi = bootstrap_ci([5.0] * 5)
+    assert lo == hi == 5.0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"configs": []}, "configs: expected a non-empty list"),
+    ({"grid": {"agent.estimator": "st"}}, "grid.agent.estimator: expected a non-empty list"),
+    ({"set": {"agnt.temperature": 1}}, "set.agnt.temperature: not a SECTION.KEY"),
+    ({"set": {"train.seed": 3}}, "set.train.seed: set by the sweep"),
+    ({"seedz": [1]}, "did you mean seeds?"),
+    ({"search": {"num_samples": 2, "space": {"agent.temperature": {"normal": [0, 1]}}}}, "search.space"),
+])
+def test_sweep_file_errors_name_the_key_and_file(tmp_path: Path, change: dict, message: str) -> None:
+    spec = {"seeds": [0], "configs": ["configs/gumbel_sac/cartpole.yaml"], **change}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_ready_made_sweeps_validate() -> None:
+    for path in sorted((ROOT / "configs/sweeps").glob("*.yaml")):
+        load_sweep(path)

@@ -97,21 +97,22 @@ class ReplayBuffer:
             terminated: np.ndarray, truncated: np.ndarray, next_masks: np.ndarray | None = None) -> None:
         """Add a batch of transitions (one per vector-env copy)."""
         n = len(rewards)
-        idx = (torch.arange(n) + self.pos) % self.capacity
-        if self.device.type != "cpu":
-            idx = idx.to(self.device)
-
-        def put(dst: Tensor, src: np.ndarray) -> None:
-            dst[idx] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[idx].shape)
-
-        put(self.obs, obs)
-        put(self.next_obs, next_obs)
-        put(self.actions, actions)
-        put(self.rewards, rewards)
-        put(self.terminated, terminated)
-        put(self.truncated, truncated)
+        fields = [(self.obs, obs), (self.next_obs, next_obs), (self.actions, actions), (self.rewards, rewards),
+                  (self.terminated, terminated), (self.truncated, truncated)]
         if self.next_masks is not None and next_masks is not None:
-            put(self.next_masks, next_masks)
+            fields.append((self.next_masks, next_masks))
+        if self.device.type == "cpu" and self.pos + n <= self.capacity:
+            # The common case, once per env step: numpy writes straight into the tensors' memory,
+            # ~1 us a field against ~30 us for index_put through torch (issue 7's profile).
+            rows = slice(self.pos, self.pos + n)
+            for dst, src in fields:
+                view = dst.numpy()[rows]
+                view[...] = np.asarray(src).reshape(view.shape)
+        else:
+            idx = (torch.arange(n) + self.pos) % self.capacity
+            idx = idx.to(self.device)
+            for dst, src in fields:
+                dst[idx] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[idx].shape)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 

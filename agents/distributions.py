@@ -247,8 +247,10 @@ class SquashedGaussian:
         return self._squash(u), self._log_prob_pre_tanh(u)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """An action without its log-density: acting needs only this, once per env step."""
         with torch.no_grad():
-            return self.rsample(generator)[0]
+            eps = torch.randn(self.mean.shape, device=self.mean.device, dtype=self.mean.dtype, generator=generator)
+            return self._squash(self.mean + self.std * eps)
 
     def log_prob(self, action: Tensor) -> Tensor:
         """Log-density of an action in the Box. Inverting tanh loses precision at the bounds;

@@ -86,11 +86,61 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(b, x, w)
 
 
+class _EnsembleMLP(torch.autograd.Function):
+    """Forward and backward of a whole ReLU ensemble MLP as one autograd node (ReLU subgradient 0).
+
+    The same maths as the layer-by-layer graph, with fewer and larger steps: the ReLU runs in place
+    on the matmul output, backward reads the saved activations (``h > 0`` is ``z > 0``), and weight
+    gradients are skipped when the weights come in detached (the actor loss). Issue 7's profile
+    put most of an update's non-matmul time in allocating and passing over these (N, B, width)
+    activations.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        weights, biases = params[0::2], params[1::2]
+        n = weights[0].shape[0]
+        h, saved = x, [x]
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = torch.baddbmm(b, h.expand(n, *h.shape) if h.dim() == 2 else h, w)
+            if i < len(weights) - 1:
+                h.clamp_min_(0)
+                saved.append(h)
+        ctx.save_for_backward(*saved, *weights)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        n_layers = (len(ctx.saved_tensors)) // 2
+        acts, weights = ctx.saved_tensors[:n_layers], ctx.saved_tensors[n_layers:]
+        needs = ctx.needs_input_grad
+        grads: list[Tensor | None] = [None] * (2 * n_layers)
+        grad_x = None
+        n = weights[0].shape[0]
+        g = grad
+        for i in reversed(range(n_layers)):
+            h = acts[i]
+            if needs[1 + 2 * i]:
+                h3 = h.expand(n, *h.shape) if h.dim() == 2 else h
+                grads[2 * i] = torch.bmm(h3.transpose(1, 2), g)
+            if needs[2 + 2 * i]:
+                grads[2 * i + 1] = g.sum(1, keepdim=True)
+            if i > 0:
+                g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i].transpose(1, 2)), h, 0)
+            elif needs[0]:
+                grad_x = torch.bmm(g, weights[0].transpose(1, 2))
+                if h.dim() == 2:  # one input shared by every member: its gradient sums over them
+                    grad_x = grad_x.sum(0)
+        return (grad_x, *grads)
+
+
 class CriticEnsemble(nn.Module):
     """N critics evaluated together: (B, in) -> (N, B, out), one batched op per layer.
 
     ``detach_params=True`` evaluates the same function with the parameters cut from the graph,
     so an actor loss can differentiate through the critic's *input* without reaching its weights.
+    With the default ReLU subgradient (c = 0) the whole stack is one fused autograd node
+    (:class:`_EnsembleMLP`); other c take the layer-by-layer path with :class:`ReLU`.
     """
 
     def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, relu_c: float = 0.0) -> None:
@@ -101,6 +151,9 @@ class CriticEnsemble(nn.Module):
         self.n = n
 
     def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        if self.act.c == 0.0:
+            params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
+            return _EnsembleMLP.apply(x, *(t.detach() for t in params) if detach_params else params)
         for i, layer in enumerate(self.layers):
             x = layer(x, detach_params)
             if i < len(self.layers) - 1:

@@ -110,3 +110,49 @@ def test_policies_shapes_and_padding() -> None:
     mean, log_std = gp(torch.randn(7, 4) * 1e3)
     assert mean.shape == log_std.shape == (7, 2)
     assert bool(((log_std >= -5.0) & (log_std <= 2.0)).all())
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+@pytest.mark.parametrize("detach_params", [False, True])
+def test_fused_ensemble_matches_layer_by_layer_autograd(shared_input: bool, detach_params: bool) -> None:
+    """The fused one-node forward/backward (c = 0) against autograd through the plain layers,
+    in float64 so any difference is a wrong formula, not rounding. Inputs include exact zeros
+    so the ReLU convention at 0 is exercised."""
+    torch.manual_seed(0)
+    critic = CriticEnsemble(3, 5, [16, 16], 2).double()
+    shape = (7, 5) if shared_input else (3, 7, 5)
+    x = torch.randn(shape, dtype=torch.float64)
+    x[0] = 0.0
+    grad_out = torch.randn(3, 7, 2, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        inp = x.clone().requires_grad_(True)
+        if fused:
+            h = critic(inp, detach_params)
+        else:  # the reference: autograd through each layer and torch.relu
+            h = inp
+            for i, layer in enumerate(critic.layers):
+                h = layer(h, detach_params)
+                if i < len(critic.layers) - 1:
+                    h = torch.relu(h)
+        critic.zero_grad(set_to_none=True)
+        (h * grad_out).sum().backward()
+        results.append((h.detach(), inp.grad, [None if p.grad is None else p.grad.clone()
+                                               for p in critic.parameters()]))
+    (y1, gx1, gp1), (y2, gx2, gp2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx1, gx2, rtol=1e-12, atol=1e-12)
+    for a, b in zip(gp1, gp2, strict=True):
+        assert (a is None) == (b is None) == detach_params
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_ensemble_gradcheck() -> None:
+    torch.manual_seed(1)
+    critic = CriticEnsemble(2, 3, [4], 1).double()
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    params = [t for layer in critic.layers for t in (layer.weight, layer.bias)]
+    from agents.networks import _EnsembleMLP
+
+    assert torch.autograd.gradcheck(lambda x, *p: _EnsembleMLP.apply(x, *p), (x, *params))

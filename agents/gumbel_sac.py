@@ -62,9 +62,11 @@ def gumbel_temperature(step: int, start: float, schedule: str = "constant", mini
 
 def vector_env_masks(venv: Any) -> np.ndarray | None:
     """Every copy's action mask in sb3-contrib's flat layout, ``(n_envs, sum(nvec))`` bool, from
-    the envs' ``action_masks()``; None when the env has no such method."""
+    the envs' ``action_masks()``; None when the env has no such method. Gymnasium's vector
+    wrappers (RecordEpisodeStatistics, NormalizeObservation) do not forward ``call``, so it goes
+    to the unwrapped vector env."""
     try:
-        masks = venv.call("action_masks")
+        masks = getattr(venv, "unwrapped", venv).call("action_masks")
     except (AttributeError, NotImplementedError):
         return None
     return np.stack([np.asarray(m, dtype=bool).reshape(-1) for m in masks])

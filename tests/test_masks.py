@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from agents import GumbelSAC
 from envs.combinatorial import CombinatorialMasked
@@ -30,7 +31,8 @@ class AssertAllowed(gym.Wrapper):
 
 
 def checked_vec_env(n: int = 2) -> gym.vector.VectorEnv:
-    return make_eval_env(ENV_ID, n, wrappers=[AssertAllowed])
+    """With the runner's vector wrapper on top, which does not forward ``call``."""
+    return RecordEpisodeStatistics(make_eval_env(ENV_ID, n, wrappers=[AssertAllowed]))
 
 
 @pytest.fixture(scope="module")

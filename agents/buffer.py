@@ -2,8 +2,9 @@
 
 ``terminated`` and ``truncated`` are stored apart: the critic target bootstraps through a
 truncation (a time limit is not a property of the MDP; Pardo et al. 2018, "Time Limits in RL"),
-and only a true termination cuts the return. The next state's action mask is stored too, so a
-target never puts probability on an action that was illegal in that state.
+and only a true termination cuts the return. Action masks are stored for both states: ``masks``
+(the stored observation's) keeps the actor's update off actions that were illegal where it acted,
+and ``next_masks`` keeps the Bellman target off actions illegal in the next state.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Batch(NamedTuple):
     next_obs: Tensor
     terminated: Tensor
     truncated: Tensor
+    masks: Tensor | None
     next_masks: Tensor | None
 
 
@@ -61,7 +63,8 @@ class ReplayBuffer:
         obs_shape: shape of one observation.
         action_shape: shape of one action as stored (integers per factor, or a float vector).
         action_dtype: ``torch.long`` for categorical, ``torch.float32`` for Box.
-        mask_size: length of the flat action mask, or None when the env has none.
+        mask_size: length of the flat action mask, or None when the env has none. Both ``masks``
+            and ``next_masks`` default to all-True (every action allowed).
     """
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
@@ -78,8 +81,9 @@ class ReplayBuffer:
         self.rewards = torch.zeros(capacity, dtype=torch.float32, **kw)
         self.terminated = torch.zeros(capacity, dtype=torch.float32, **kw)
         self.truncated = torch.zeros(capacity, dtype=torch.float32, **kw)
-        self.next_masks = (torch.ones((capacity, mask_size), dtype=torch.bool, **kw)
-                           if mask_size is not None else None)
+        self.masks, self.next_masks = ((torch.ones((capacity, mask_size), dtype=torch.bool, **kw),
+                                        torch.ones((capacity, mask_size), dtype=torch.bool, **kw))
+                                       if mask_size is not None else (None, None))
         self.pos = 0
         self.size = 0
 
@@ -87,20 +91,21 @@ class ReplayBuffer:
     def nbytes_for(capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
                    mask_size: int | None = None) -> int:
         """Bytes the buffer will allocate, so a config can be refused before it runs."""
-        per = 2 * 4 * int(np.prod(obs_shape)) + 8 * int(np.prod(action_shape)) + 3 * 4 + (mask_size or 0)
+        per = 2 * 4 * int(np.prod(obs_shape)) + 8 * int(np.prod(action_shape)) + 3 * 4 + 2 * (mask_size or 0)
         return capacity * per
 
     def __len__(self) -> int:
         return self.size
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray, next_masks: np.ndarray | None = None) -> None:
-        """Add a batch of transitions (one per vector-env copy)."""
+            terminated: np.ndarray, truncated: np.ndarray, masks: np.ndarray | None = None,
+            next_masks: np.ndarray | None = None) -> None:
+        """Add a batch of transitions (one per vector-env copy); masks are flat, ``(n, mask_size)``."""
         n = len(rewards)
         fields = [(self.obs, obs), (self.next_obs, next_obs), (self.actions, actions), (self.rewards, rewards),
                   (self.terminated, terminated), (self.truncated, truncated)]
-        if self.next_masks is not None and next_masks is not None:
-            fields.append((self.next_masks, next_masks))
+        fields += [(dst, src) for dst, src in ((self.masks, masks), (self.next_masks, next_masks))
+                   if dst is not None and src is not None]
         if self.device.type == "cpu" and self.pos + n <= self.capacity:
             # The common case, once per env step: numpy writes straight into the tensors' memory,
             # ~1 us a field against ~30 us for index_put through torch (issue 7's profile).
@@ -109,8 +114,7 @@ class ReplayBuffer:
                 view = dst.numpy()[rows]
                 view[...] = np.asarray(src).reshape(view.shape)
         else:
-            idx = (torch.arange(n) + self.pos) % self.capacity
-            idx = idx.to(self.device)
+            idx = ((torch.arange(n) + self.pos) % self.capacity).to(self.device)
             for dst, src in fields:
                 dst[idx] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[idx].shape)
         self.pos = (self.pos + n) % self.capacity
@@ -125,13 +129,14 @@ class ReplayBuffer:
             idx = idx.to(self.device, non_blocking=True)
         return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
                      self.terminated[idx], self.truncated[idx],
-                     self.next_masks[idx] if self.next_masks is not None else None)
+                     *(m[idx] if m is not None else None for m in (self.masks, self.next_masks)))
 
     def state_dict(self) -> dict[str, Tensor]:
         """The filled part of every field, for checkpoints."""
         out = {k: getattr(self, k)[: self.size] for k in
                ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")}
-        if self.next_masks is not None:
+        if self.masks is not None:
+            out["masks"] = self.masks[: self.size]
             out["next_masks"] = self.next_masks[: self.size]
         out["pos_size"] = torch.tensor([self.pos, self.size])
         return out

@@ -210,13 +210,14 @@ class SoftActorCritic:
     def _next_value(self, next_obs: Tensor, next_masks: Tensor | None, alpha: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _actor_objective(self, obs: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def _actor_objective(self, obs: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(Q of the policy's action, entropy, info) at ``obs``; ``masks``: the obs' action masks."""
         raise NotImplementedError
 
     def _default_target_entropy(self) -> float:
         raise NotImplementedError
 
-    def _actor_diagnostics(self, obs: Tensor, alpha: Tensor) -> dict[str, Tensor]:
+    def _actor_diagnostics(self, obs: Tensor, alpha: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
         """Extra metrics computed with the actor's gradient in place (before the optimizer step)."""
         return {}
 
@@ -328,6 +329,12 @@ class SoftActorCritic:
     def _env_masks(self) -> np.ndarray | None:
         return None
 
+    def _stored_next_masks(self, next_masks: np.ndarray | None, info: dict[str, Any],
+                           done: np.ndarray) -> np.ndarray | None:
+        """The masks of the stored next observations (with SAME_STEP autoreset a finished copy's
+        env already shows its reset state, whose mask is not the final observation's)."""
+        return next_masks
+
     def learn(self, total_timesteps: int, callback: Callable[[SoftActorCritic], bool | None] | None = None,
               progress_bar: bool = False, reset_num_timesteps: bool = False) -> SoftActorCritic:
         """Collect ``total_timesteps`` env steps (summed over env copies), updating as it goes.
@@ -362,7 +369,7 @@ class SoftActorCritic:
         try:
             while self.num_timesteps < end:
                 if self.num_timesteps < hp["learning_starts"]:
-                    env_action = env.action_space.sample(mask=self._space_sample_mask(masks))
+                    env_action = self._random_action(masks)
                 else:
                     with torch.no_grad():
                         mt = torch.as_tensor(masks, device=self.device) if masks is not None else None
@@ -386,11 +393,12 @@ class SoftActorCritic:
                         fields = (self._stored_obs(obs), self._stored_action(env_action), rewards,
                                   self._stored_obs(real_next), terminated, truncated)
                         buffer.add(*(np.asarray(x)[keep] for x in fields),
-                                   next_masks[keep] if next_masks is not None else None)
+                                   *(m[keep] if m is not None else None for m in (masks, next_masks)))
                     prev_done = self._prev_done = done
                 else:
                     buffer.add(self._stored_obs(obs), self._stored_action(env_action), rewards,
-                               self._stored_obs(real_next), terminated, truncated, next_masks)
+                               self._stored_obs(real_next), terminated, truncated, masks,
+                               self._stored_next_masks(next_masks, info, done))
                 self._track_episodes(rewards, done, counted=keep if next_step_mode else None)
                 obs, masks = next_obs, next_masks
                 self._last_obs = obs  # current for a callback that checkpoints
@@ -413,8 +421,9 @@ class SoftActorCritic:
                 bar.close()
         return self
 
-    def _space_sample_mask(self, masks: np.ndarray | None) -> Any:
-        return None
+    def _random_action(self, masks: np.ndarray | None) -> np.ndarray:
+        """A warm-up action per copy, uniform over the (allowed) actions."""
+        return self.env.action_space.sample()
 
     def _track_episodes(self, rewards: np.ndarray, done: np.ndarray, counted: np.ndarray | None = None) -> None:
         """``counted``: copies whose step belongs to an episode (False on a NEXT_STEP reset step)."""
@@ -445,12 +454,12 @@ class SoftActorCritic:
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
         self.critic_optimizer.step()
 
-        q, entropy, a_info = self._actor_objective(batch.obs)
+        q, entropy, a_info = self._actor_objective(batch.obs, batch.masks)
         a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
         self.actor_optimizer.zero_grad(set_to_none=True)
         a_loss.backward()
         info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-        info.update(self._actor_diagnostics(batch.obs, alpha))
+        info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
         self.actor_optimizer.step()
         info.update(a_info)
         info.update(a_info2)

@@ -79,7 +79,7 @@ class GaussianSAC(SoftActorCritic):
         action, log_prob = self.distribution(next_obs).rsample()
         return self._q(self.critic_target, next_obs, action).min(0).values - alpha * log_prob
 
-    def _actor_objective(self, obs: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def _actor_objective(self, obs: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         action, log_prob = self.distribution(obs).rsample()
         q = self._q(self.critic, obs, action, detach_params=True).min(0).values
         return q, -log_prob, {}

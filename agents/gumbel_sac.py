@@ -13,7 +13,12 @@ Critic forms (``critic``):
   s' is computed exactly. For a Discrete space this is the usual per-action head; for
   MultiDiscrete it is a factorized critic that cannot represent interactions between factors.
 * ``"joint"``: Q(s, y) = MLP([s, y_1, ..., y_F]), any function of the joint action. Trained only
-  at one-hot vertices, so its slope inside the simplex is unconstrained (see FINDINGS.md).
+  at one-hot vertices, so its slope inside the simplex is unconstrained (see FINDINGS.md). With at
+  most :data:`EXACT_JOINT_MAX` joint actions, ``"exact"`` and the diagnostic enumerate them.
+
+Action masks (sb3-contrib's ``action_masks()``, flat per copy): honoured when acting (training,
+``predict(action_masks=...)`` and evaluation through :meth:`GumbelSAC._eval_masks`), in the actor
+update (the stored state's mask) and in the Bellman target (the next state's mask).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from agents.distributions import ESTIMATORS, GumbelSoftmax
 from agents.networks import CategoricalPolicy, CriticEnsemble
 
 ESTIMATOR_CHOICES = ("exact", *ESTIMATORS)
+EXACT_JOINT_MAX = 256
+"""Joint critic: the expectation over actions ("exact") enumerates up to this many joint actions."""
 SCHEDULES = ("constant", "exponential", "linear")
 
 
@@ -53,12 +60,25 @@ def gumbel_temperature(step: int, start: float, schedule: str = "constant", mini
     raise ValueError(f"unknown temperature schedule {schedule!r}; choose one of {SCHEDULES}")
 
 
+def vector_env_masks(venv: Any) -> np.ndarray | None:
+    """Every copy's action mask in sb3-contrib's flat layout, ``(n_envs, sum(nvec))`` bool, from
+    the envs' ``action_masks()``; None when the env has no such method. Gymnasium's vector
+    wrappers (RecordEpisodeStatistics, NormalizeObservation) do not forward ``call``, so it goes
+    to the unwrapped vector env."""
+    try:
+        masks = getattr(venv, "unwrapped", venv).call("action_masks")
+    except (AttributeError, NotImplementedError):
+        return None
+    return np.stack([np.asarray(m, dtype=bool).reshape(-1) for m in masks])
+
+
 class GumbelSAC(SoftActorCritic):
     """Soft actor-critic for Discrete and MultiDiscrete action spaces, through Gumbel-Softmax.
 
     Args (beyond :class:`agents.core.SoftActorCritic`'s):
         estimator: actor gradient: ``"st"`` straight-through (default), ``"soft"``,
-            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"``).
+            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"``, or a joint
+            critic over at most :data:`EXACT_JOINT_MAX` joint actions).
         temperature: Gumbel-Softmax temperature of the relaxation, at the start of the schedule.
             Not the SAC entropy weight (that is ``alpha``).
         temperature_schedule: ``"constant"``, ``"exponential"`` or ``"linear"``.
@@ -68,7 +88,7 @@ class GumbelSAC(SoftActorCritic):
         gumbel_rao_k: conditional Gumbel draws averaged by ``"gumbel-rao"``.
         diagnostic_interval: every this many updates, log ``grad/estimator_cosine``, the cosine
             between the actor's gradient and the exact-expectation gradient on the same batch
-            (heads critic only; one extra actor forward/backward; 0 turns it off).
+            (wherever ``"exact"`` is possible; one extra actor forward/backward; 0 turns it off).
         critic: ``"heads"``, ``"joint"``, or ``"auto"`` (heads for Discrete, joint for MultiDiscrete).
         target_entropy_scale: default target entropy is this times the maximum, sum_f log n_f.
     """
@@ -123,9 +143,15 @@ class GumbelSAC(SoftActorCritic):
             self.nvec, self.start = [int(n) for n in space.nvec], np.asarray(space.start, dtype=np.int64)
         self.critic_kind = hp["critic"] if hp["critic"] != "auto" else (
             "heads" if isinstance(space, spaces.Discrete) else "joint")
-        if hp["estimator"] == "exact" and self.critic_kind != "heads":
-            raise ValueError("estimator='exact' sums over every action and needs critic='heads'; with a joint "
-                             "critic that sum has prod(nvec) terms. Use a Gumbel estimator such as 'st'.")
+        n_joint = math.prod(self.nvec)
+        # Every joint action as a row of choice indices, for the exact expectation under a joint critic.
+        self.joint_actions = (torch.cartesian_prod(*(torch.arange(n) for n in self.nvec)).reshape(n_joint, -1)
+                              .to(self.device) if self.critic_kind == "joint" and n_joint <= EXACT_JOINT_MAX else None)
+        self.has_exact = self.critic_kind == "heads" or self.joint_actions is not None
+        if hp["estimator"] == "exact" and not self.has_exact:
+            raise ValueError(f"estimator='exact' sums over every action: with a joint critic that is prod(nvec) = "
+                             f"{n_joint:,} terms (at most {EXACT_JOINT_MAX}). Use critic='heads' or a Gumbel "
+                             "estimator such as 'st'.")
         width = max(self.nvec)
         # Positions of the real choices in the padded (factors * width) layout.
         self.flat_index = torch.tensor([f * width + k for f, n in enumerate(self.nvec) for k in range(n)],
@@ -177,25 +203,42 @@ class GumbelSAC(SoftActorCritic):
         return sum(self.nvec) if self._env_has_masks() else None
 
     def _env_has_masks(self) -> bool:
-        if self.env is None:
-            return False
-        try:
-            self.env.call("action_masks")
-            return True
-        except (AttributeError, NotImplementedError):
-            return False
+        return self.env is not None and vector_env_masks(self.env) is not None
 
     def _env_masks(self) -> np.ndarray | None:
-        if self.buffer is None or self.buffer.next_masks is None:
+        if self.buffer is None or self.buffer.masks is None:
             return None
-        return np.stack([np.asarray(m, dtype=bool).reshape(-1) for m in self.env.call("action_masks")])
+        return vector_env_masks(self.env)
 
-    def _space_sample_mask(self, masks: np.ndarray | None) -> Any:
+    def _eval_masks(self, venv: Any) -> np.ndarray | None:
+        """The masks ``experiments.evaluation.evaluate`` passes to :meth:`predict`."""
+        return vector_env_masks(venv)
+
+    def _stored_next_masks(self, next_masks: np.ndarray | None, info: dict[str, Any],
+                           done: np.ndarray) -> np.ndarray | None:
+        # SAME_STEP autoreset: a finished copy already shows its reset state, so its mask is the
+        # reset state's. The final state's comes from info["final_info"]["action_mask"] (Gymnasium's
+        # convention, as Taxi's info["action_mask"]); an env that does not report it gets all-True.
+        # A terminated transition never bootstraps, so that matters only for truncations.
+        if next_masks is None or not done.any():
+            return next_masks
+        final = info.get("final_info", {})
+        reported = final.get("_action_mask", np.zeros(len(done), dtype=bool))
+        out = next_masks.copy()
+        for i in np.flatnonzero(done):
+            out[i] = np.asarray(final["action_mask"][i], dtype=bool).reshape(-1) if reported[i] else True
+        return out
+
+    def _random_action(self, masks: np.ndarray | None) -> np.ndarray:
         if masks is None:
-            return None
-        if isinstance(self.action_space, spaces.Discrete):
-            return tuple(m.astype(np.int8) for m in masks)
-        return tuple(tuple(p.astype(np.int8) for p in np.split(m, np.cumsum(self.nvec)[:-1])) for m in masks)
+            return super()._random_action(masks)
+        # Gymnasium batches a MultiDiscrete space into a Box, whose sample() takes no mask, so draw
+        # here: per copy and factor, uniform over the allowed choices, from the global numpy RNG
+        # (which checkpoints save, so a resumed warm-up draws the same actions).
+        blocks = np.split(masks, np.cumsum(self.nvec)[:-1], axis=1)
+        u = np.random.random((len(masks), len(blocks)))
+        picks = [np.argmax(b.cumsum(1) > np.floor(u[:, f] * b.sum(1))[:, None], axis=1) for f, b in enumerate(blocks)]
+        return self._env_action(torch.as_tensor(np.stack(picks, 1)))
 
     # ---------------------------------------------------------------- the three losses' pieces
     def _q(self, critic: CriticEnsemble, obs: Tensor, y_flat: Tensor, detach_params: bool = False) -> Tensor:
@@ -218,30 +261,44 @@ class GumbelSAC(SoftActorCritic):
         return self._q(self.critic_target, next_obs, self._one_hot(a)).min(0).values + alpha * dist.entropy()
 
     def _expected_q(self, obs: Tensor, dist: GumbelSoftmax) -> Tensor:
-        """E_pi[min_i Q_i(s, a)] in closed form, for the heads critic (linear in the one-hot)."""
-        return (self._flat(dist.probs) * self.critic(obs).detach().min(0).values).sum(-1)
+        """E_pi[min_i Q_i(s, a)] exactly: per choice for the heads critic (linear in the one-hot),
+        by enumerating the joint actions for a small joint critic. Differentiable in the logits only."""
+        if self.critic_kind == "heads":
+            return (self._flat(dist.probs) * self.critic(obs).detach().min(0).values).sum(-1)
+        joint, b = self.joint_actions, obs.shape[0]
+        with torch.no_grad():
+            q = self._q(self.critic, obs.repeat_interleave(len(joint), 0), self._one_hot(joint).repeat(b, 1))
+            q = q.min(0).values.view(b, len(joint))
+        factor = torch.arange(len(self.nvec), device=obs.device)
+        probs = dist.probs[:, factor, joint].prod(-1)  # (B, joint actions): factors are independent
+        return (probs * q).sum(-1)
 
-    def _actor_objective(self, obs: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        hp = self.hparams
-        dist = self.distribution(obs)
-        if hp["estimator"] == "exact":
-            q = self._expected_q(obs, dist)
-        else:
-            extra = {"k": int(hp["gumbel_rao_k"])} if hp["estimator"] == "gumbel-rao" else {}
-            y = self._flat(dist.rsample(hp["estimator"], **extra))
-            q = self._q(self.critic, obs, y, detach_params=True).min(0).values
+    def _policy_q(self, obs: Tensor, dist: GumbelSoftmax, estimator: str | None = None,
+                  **estimator_kwargs: Any) -> Tensor:
+        """min_i Q_i(s, y) with y the estimator's differentiable sample of ``dist``, or E_pi of it
+        for ``"exact"``: the actor's objective. ``estimator`` defaults to the agent's; the gradient
+        study (``experiments/study.py``) calls this with others, so it measures the agent's code."""
+        estimator = self.hparams["estimator"] if estimator is None else estimator
+        if estimator == "exact":
+            return self._expected_q(obs, dist)
+        if estimator == "gumbel-rao":
+            estimator_kwargs.setdefault("k", int(self.hparams["gumbel_rao_k"]))
+        y = self._flat(dist.rsample(estimator, **estimator_kwargs))
+        return self._q(self.critic, obs, y, detach_params=True).min(0).values
+
+    def _actor_objective(self, obs: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        dist = self.distribution(obs, masks)
         info = {"train/gumbel_temperature": torch.tensor(dist.temperature)}
-        return q, dist.entropy(), info
+        return self._policy_q(obs, dist), dist.entropy(), info
 
-    def _actor_diagnostics(self, obs: Tensor, alpha: Tensor) -> dict[str, Tensor]:
+    def _actor_diagnostics(self, obs: Tensor, alpha: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
         """Is the estimator pointing the right way? Cosine between the actor gradient just computed
         and the exact-expectation gradient of the same loss on the same batch (issue 6)."""
         interval = int(self.hparams["diagnostic_interval"])
-        if (interval == 0 or self.num_updates % interval or self.critic_kind != "heads"
-                or self.hparams["estimator"] == "exact"):
+        if interval == 0 or self.num_updates % interval or not self.has_exact or self.hparams["estimator"] == "exact":
             return {}
         params = [p for p in self.policy.parameters() if p.grad is not None]
-        dist = self.distribution(obs)
+        dist = self.distribution(obs, masks)
         loss, _ = losses.actor_loss(self._expected_q(obs, dist), dist.entropy(), alpha)
         exact = torch.autograd.grad(loss, params)
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])  # noqa: E731

@@ -10,6 +10,9 @@ normalization uses ``NEXT_STEP`` instead, because Gymnasium's vector ``Normalize
 would leave ``final_obs`` unnormalized otherwise (it refuses ``SAME_STEP``); the agents' core
 skips the reset step in that mode.
 
+Importing ``envs`` registers reparl's own envs: ``reparl/Combinatorial-v0`` and
+``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`).
+
 An id ``mypkg.module:MyEnv-v0`` imports ``mypkg.module`` first, which must register ``MyEnv-v0``
 (Gymnasium's own ``module:EnvId`` convention).
 """
@@ -25,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
+
+from envs import combinatorial  # noqa: F401  (registers the reparl/ envs)
 
 if TYPE_CHECKING:
     from experiments.config import EnvConfig

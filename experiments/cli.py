@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,compare,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,compare,bench,study}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
                        description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
     b.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the benchmark itself")
     b.add_argument("--out", type=Path, default=None, help="output folder (default runs/bench-<time>)")
+
+    s = sub.add_parser("study", help="the gradient study: each Gumbel estimator against the exact gradient",
+                       description="Compare the st, soft, gumbel-rao and reinmax actor gradients with the exact "
+                                   "expectation on enumerable problems (random quadratics, a MultiDiscrete quadratic, "
+                                   "a briefly trained CartPole critic): bias, variance, cosine, cost per call. Writes "
+                                   "gradient_study.{md,json,png}. Definitions: experiments/study.py.")
+    s.add_argument("--out-dir", type=Path, default=Path("benchmarks"), help="where to write (default: benchmarks)")
+    s.add_argument("--quick", action="store_true", help="a seconds-long version (fewer sizes, draws, steps)")
+    s.add_argument("--draws", type=int, help="gradient draws per row (default 1000; quick 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-plot", action="store_true", help="skip gradient_study.png")
     return parser
 
 
@@ -160,6 +171,27 @@ def _bench(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     md, js = write(result, out)
     print(f"wrote {md} and {js}")
+    return 0
+
+
+def _study(args: argparse.Namespace, command: list[str]) -> int:
+    import dataclasses
+
+    import torch
+
+    from experiments.study import Settings, run_study, write_results
+
+    settings = Settings.quick() if args.quick else Settings()
+    settings = dataclasses.replace(settings, seed=args.seed, **({"draws": args.draws} if args.draws else {}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-call costs comparable across rows, and polite on shared machines
+    try:
+        rows = run_study(settings)
+    finally:
+        torch.set_num_threads(threads)
+    line = " ".join(["python run.py", *command[command.index("study"):]])
+    for path in write_results(rows, settings, args.out_dir, line, png=not args.no_plot):
+        print(f"wrote {path}")
     return 0
 
 
@@ -225,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "study":
+            return _study(args, command)
         return _eval(args)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -323,6 +323,8 @@ def check_env_id(env_id: str, where: str) -> None:
     """Import ``module:`` prefixes and look the id up in Gymnasium's registry."""
     import gymnasium as gym
 
+    import envs  # noqa: F401  (registers reparl's own ids, reparl/Combinatorial-v0 and the like)
+
     name = env_id
     if ":" in env_id:
         module, name = env_id.split(":", 1)

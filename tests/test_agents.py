@@ -19,6 +19,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from agents import GaussianSAC, GumbelSAC
 from agents.core import SoftActorCritic
+from envs.combinatorial import Combinatorial
 
 SMALL: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 32, "learning_starts": 50, "buffer_size": 2_000,
                          "seed": 0, "device": "cpu"}
@@ -239,8 +240,8 @@ def test_unknown_and_inconsistent_hyperparameters() -> None:
         GumbelSAC("CartPole-v1", temprature=1.0)
     with pytest.raises(TypeError, match="unknown hyperparameters"):
         GaussianSAC("Pendulum-v1", estimator="st")  # a GumbelSAC-only option
-    with pytest.raises(ValueError, match="needs critic='heads'"):
-        GumbelSAC(MultiDiscreteTarget(), estimator="exact", **SMALL)
+    with pytest.raises(ValueError, match="65,536 terms"):  # a joint critic enumerates at most 256 actions
+        GumbelSAC(Combinatorial(), estimator="exact", critic="joint", **SMALL)
     with pytest.raises(ValueError, match="total_timesteps"):
         GumbelSAC("CartPole-v1", **SMALL).learn(-1)
     with pytest.raises(RuntimeError, match="no env"):

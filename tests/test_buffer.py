@@ -51,15 +51,18 @@ def test_circular_overwrite() -> None:
 
 def test_state_dict_round_trip() -> None:
     buf = ReplayBuffer(6, (1,), (1,), torch.long, mask_size=3)
-    _fill(buf, 0, 8)
+    _fill(buf, 0, 6)
+    rows = np.arange(2, dtype=np.float32)
+    buf.add(rows[:, None], np.zeros((2, 1)), rows, rows[:, None], rows * 0, rows * 0,
+            masks=np.array([[1, 0, 1], [0, 1, 1]], dtype=bool), next_masks=np.array([[0, 0, 1], [1, 1, 0]], dtype=bool))
     state = buf.state_dict()
     other = ReplayBuffer(6, (1,), (1,), torch.long, mask_size=3)
     other.load_state_dict(state)
     assert (other.pos, other.size) == (buf.pos, buf.size)
-    for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "next_masks"):
+    for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "masks", "next_masks"):
         assert torch.equal(getattr(other, k), getattr(buf, k)), k
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert all(torch.equal(a, b) for a, b in zip(buf.sample(16, g1)[:6], other.sample(16, g2)[:6], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(buf.sample(16, g1), other.sample(16, g2), strict=True))
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(3, (1,), (1,), torch.long, mask_size=3).load_state_dict(state)
 

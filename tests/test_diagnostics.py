@@ -1,7 +1,10 @@
 """grad/estimator_cosine: the live check that a Gumbel estimator points where the exact gradient does."""
 
+import itertools
+
 import pytest
 import torch
+from envs_for_tests import MultiDiscreteTarget
 
 from agents import GumbelSAC, losses
 
@@ -51,3 +54,16 @@ def test_no_diagnostic_for_exact_joint_critic_or_when_off() -> None:
         assert all("grad/estimator_cosine" not in agent.train_step() for _ in range(3)), hp
     with pytest.raises(ValueError, match="diagnostic_interval"):
         GumbelSAC("CartPole-v1", diagnostic_interval=-1)
+
+
+def test_joint_critic_exact_expectation_enumerates_joint_actions_and_feeds_the_diagnostic() -> None:
+    """sum over the 2 x 3 x 4 joint actions of prod_f pi_f(a_f) min_i Q_i(s, a), by an explicit loop."""
+    agent = GumbelSAC(MultiDiscreteTarget(), critic="joint", diagnostic_interval=1, **SMALL).learn(60)
+    obs = agent.buffer.sample(8).obs
+    dist = agent.distribution(obs)
+    expected = torch.zeros(8)
+    for a in itertools.product(range(2), range(3), range(4)):
+        act = torch.tensor([a] * 8)
+        expected += dist.log_prob(act).exp() * agent._critic_values(obs, act).min(0).values
+    assert torch.allclose(agent._expected_q(obs, dist), expected.detach(), atol=1e-5)
+    assert "grad/estimator_cosine" in agent.train_step()

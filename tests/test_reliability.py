@@ -114,7 +114,13 @@ def two_normalized_pendulums() -> gym.vector.VectorEnv:
     return make_vec_env(EnvConfig(id="Pendulum-v1", n_envs=2, normalize_obs=True))
 
 
-@pytest.mark.parametrize("cls, make", [(GumbelSAC, lambda: "CartPole-v1"), (GaussianSAC, two_normalized_pendulums)])
+def two_masked_combinatorials() -> gym.vector.VectorEnv:
+    """Action masks in the buffer (both states') and in the env state; a masked random warm-up."""
+    return make_vec_env(EnvConfig(id="reparl/CombinatorialMasked-v0", n_envs=2))
+
+
+@pytest.mark.parametrize("cls, make", [(GumbelSAC, lambda: "CartPole-v1"), (GaussianSAC, two_normalized_pendulums),
+                                       (GumbelSAC, two_masked_combinatorials)])
 def test_agent_resume_is_bit_identical(cls: type[SoftActorCritic], make: Any, tmp_path: Path) -> None:
     """learn(N), checkpoint, a new object restores, learn(M) == learn(N + M): weights, optimizer
     moments, alpha, buffer, episode statistics. N = 238 stops mid-episode on purpose."""

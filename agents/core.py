@@ -183,13 +183,13 @@ class SoftActorCritic:
             else self._default_target_entropy()
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=hp["learning_rate"], fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=hp["critic_learning_rate"], fused=True)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=hp["learning_rate"])
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=hp["learning_rate"], fused=True)
 
         self.num_timesteps = 0
         self.num_updates = 0
         self.buffer: ReplayBuffer | None = None
-        self._info_sums: dict[str, Tensor] = {}
-        self._info_counts: dict[str, int] = {}  # per key: diagnostics are logged only every N updates
+        self._info_sums: dict[tuple[str, ...], Tensor] = {}  # metric sums per set of metric names
+        self._info_counts: dict[tuple[str, ...], int] = {}
         # The last 100 episodes, as SB3's ep_info_buffer; num_episodes counts them all.
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
@@ -456,22 +456,24 @@ class SoftActorCritic:
 
         q, entropy, a_info = self._actor_objective(batch.obs, batch.masks)
         a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
+        info.update(a_info)
+        info.update(a_info2)
         self.actor_optimizer.zero_grad(set_to_none=True)
-        a_loss.backward()
+        if hp["learn_alpha"]:
+            # The temperature loss sees the entropy detached and the actor loss sees alpha detached,
+            # so their parameters are disjoint: one backward through the sum gives both gradients.
+            t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
+            info.update(t_info)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            (a_loss + t_loss).backward()
+        else:
+            a_loss.backward()
+            info["train/alpha"] = alpha
         info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
         info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
         self.actor_optimizer.step()
-        info.update(a_info)
-        info.update(a_info2)
-
         if hp["learn_alpha"]:
-            t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            t_loss.backward()
             self.alpha_optimizer.step()
-            info.update(t_info)
-        else:
-            info["train/alpha"] = alpha
 
         losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
         self.num_updates += 1
@@ -479,20 +481,26 @@ class SoftActorCritic:
         return info
 
     def _accumulate(self, info: dict[str, Tensor]) -> None:
-        for k, v in info.items():
-            v = v.detach()
-            self._info_sums[k] = self._info_sums[k] + v if k in self._info_sums else v.clone()
-            self._info_counts[k] = self._info_counts.get(k, 0) + 1
+        # One stack and one add per update, keyed by the set of metric names (diagnostics
+        # appear only every N updates), instead of an add per metric: fewer small ops (issue 7).
+        keys = tuple(info)
+        values = torch.stack([v.detach().float().reshape(()) for v in info.values()])
+        if keys in self._info_sums:
+            self._info_sums[keys] += values
+            self._info_counts[keys] += 1
+        else:
+            self._info_sums[keys], self._info_counts[keys] = values, 1
 
     def pop_train_info(self) -> dict[str, float]:
         """Means of the update metrics since the last call (one host sync), then reset."""
-        if not self._info_counts:
-            return {}
-        keys = list(self._info_sums)
-        counts = torch.tensor([self._info_counts[k] for k in keys], dtype=torch.float32)
-        values = (torch.stack([self._info_sums[k].float() for k in keys]).cpu() / counts).tolist()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for keys, values in self._info_sums.items():
+            for k, v in zip(keys, values.cpu().tolist(), strict=True):
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + self._info_counts[keys]
         self._info_sums, self._info_counts = {}, {}
-        return dict(zip(keys, values, strict=True))
+        return {k: sums[k] / counts[k] for k in sums}
 
     # ---------------------------------------------------------------- save / load
     def _modules(self) -> dict[str, nn.Module]:
@@ -601,7 +609,8 @@ class SoftActorCritic:
         """
         params = {f"{m}.{k}": v for m, mod in self._modules().items() for k, v in mod.state_dict().items()}
         params["log_alpha"] = self.log_alpha.detach()
-        named = {**{k: v.detach() for k, v in self._info_sums.items()}, **params}
+        metrics = {k: v[i] for keys, v in self._info_sums.items() for i, k in enumerate(keys)}
+        named = {**metrics, **params}
         ok = torch.stack([torch.isfinite(v).all() for v in named.values()]).cpu().tolist()
         bad = [k for k, good in zip(named, ok, strict=True) if not good]
         if bad:
@@ -617,8 +626,8 @@ class SoftActorCritic:
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         tensors, meta = self.state_tensors()
-        for k, v in self._info_sums.items():
-            tensors[f"info.{k}"] = v.detach().reshape(1)
+        for i, v in enumerate(self._info_sums.values()):
+            tensors[f"info.{i}"] = v.detach()
         if include_buffer and self.buffer is not None:
             tensors.update({f"buffer.{k}": v for k, v in self.buffer.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
@@ -626,7 +635,8 @@ class SoftActorCritic:
             for i, st in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = st
         resume: dict[str, Any] = {
-            "info_counts": self._info_counts, "num_episodes": self.num_episodes,
+            "info_groups": [[list(keys), n] for keys, n in self._info_counts.items()],
+            "num_episodes": self.num_episodes,
             "episode_returns": list(self.episode_returns), "episode_lengths": list(self.episode_lengths),
             "python_random": _jsonify(random.getstate()),
             "numpy_random": _jsonify(np.random.get_state(legacy=False)),
@@ -653,9 +663,9 @@ class SoftActorCritic:
                              + ", ".join(f"{k}={meta['hparams'].get(k)!r} (here {self.hparams[k]!r})" for k in differ))
         self.load_state_tensors(tensors, meta, source=str(path))
         resume = meta["checkpoint"]
-        self._info_sums = {k[len("info."):]: v.reshape(()).to(self.device) for k, v in tensors.items()
-                           if k.startswith("info.")}
-        self._info_counts = {k: int(v) for k, v in resume["info_counts"].items()}
+        groups = [tuple(keys) for keys, _ in resume["info_groups"]]
+        self._info_sums = {keys: tensors[f"info.{i}"].to(self.device) for i, keys in enumerate(groups)}
+        self._info_counts = {keys: int(n) for keys, (_, n) in zip(groups, resume["info_groups"], strict=True)}
         self.num_episodes = int(resume["num_episodes"])
         self.episode_returns.clear()
         self.episode_returns.extend(resume["episode_returns"])

@@ -1,0 +1,51 @@
+"""`run.py bench` end to end on tiny settings: it measures both libraries in fresh processes and
+writes what it prints. Speed itself is never asserted (machines here are shared and noisy);
+only the structure of the benchmark and facts that do not depend on timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.bench import SAC_SETTINGS, _ours_hp, _sb3_hp, matmul_peak_gflops
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_throughput_and_envs(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "run.py", "bench", "--quick", "--sections", "throughput", "envs",
+                           "--rounds", "2", "--updates", "10", "--env-steps", "20", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "bench.json").read_text())
+    md = (out / "bench.md").read_text()
+    assert result["machine"]["torch"] and result["machine"]["cores"] >= 1
+    for lib in ("reparl", "sb3"):
+        rows = result["throughput"][lib]
+        assert len(rows) == 2  # one per round, ours and SB3's alternating
+        for r in rows:
+            assert r["updates_per_s"] > 0 and r["env_steps_per_s"] > 0 and r["peak_rss_mib"] > 0
+    ours = result["throughput"]["reparl"][0]["flops_per_update"]
+    sb3 = result["throughput"]["sb3"][0]["flops_per_update"]
+    # Same networks and batch, but our actor loss differentiates the critics' input only, not
+    # their weights (CriticEnsemble(detach_params=True)); SB3 computes those weight gradients and
+    # throws them away. So our update must count strictly fewer FLOPs than SB3's; if detaching
+    # broke, the counts would be equal.
+    assert 0 < ours < sb3
+    assert [row["n_envs"] for row in result["envs"]] == [1, 2]
+    assert "| updates/s |" in md and "## Vector envs" in md
+    assert "## Throughput" in proc.stdout and "## Vector envs" in proc.stdout  # printed as well as written
+
+
+def test_identical_settings_map_onto_both_libraries() -> None:
+    ours, sb3 = _ours_hp(SAC_SETTINGS), _sb3_hp(SAC_SETTINGS)
+    assert ours["learning_rate"] == ours["critic_learning_rate"] == sb3["learning_rate"]
+    assert ours["target_update_rate"] == sb3["tau"] and ours["batch_size"] == sb3["batch_size"]
+    assert ours["net_arch"] == sb3["policy_kwargs"]["net_arch"] and ours["n_critics"] == 2
+
+
+def test_matmul_peak_is_a_plausible_rate() -> None:
+    assert 0.1 < matmul_peak_gflops(n=64, reps=50) < 1e5

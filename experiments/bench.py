@@ -141,7 +141,8 @@ def race(spec: dict[str, Any]) -> dict[str, Any]:
         job = Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", spec["budget"], 475.0, SB3_DQN_CARTPOLE)
     else:
         job = Job("GumbelSAC", "GumbelSAC", "CartPole-v1", spec["budget"], 475.0, dict(spec.get("extra", {})))
-    job.seed, job.stop_at_threshold, job.threads = spec["seed"], True, int(spec.get("threads") or 0) or _threads()
+    job.seed, job.stop_at_threshold, job.device = spec["seed"], True, spec["device"]
+    job.threads = int(spec.get("threads") or 0) or _threads()
     r = run_job(job)
     return {"train_s": r["first_train_s"], "steps": r["first"], "wall_s": r["wall_s"]}
 

@@ -34,6 +34,7 @@ class Job:
     eval_episodes: int = 10
     stop_at_threshold: bool = False  # end the run at the first eval >= threshold (wall-clock races)
     threads: int = 1
+    device: str = "cpu"
 
 
 # RL Zoo's tuned settings (rl-baselines3-zoo hyperparams/dqn.yml, sac.yml), as FINDINGS.md measured.
@@ -76,7 +77,7 @@ def run_job(job: Job) -> dict[str, Any]:
         n_envs = hp.pop("n_envs", 1)
         cls = getattr(sb3, job.algo[4:])
         env = make_vec_env(job.env_id, n_envs=n_envs, seed=job.seed)
-        model = cls("MlpPolicy", env, seed=job.seed, device="cpu", verbose=0, **hp)
+        model = cls("MlpPolicy", env, seed=job.seed, device=job.device, verbose=0, **hp)
 
         class EvalCB(BaseCallback):
             next_eval = job.eval_every
@@ -91,7 +92,7 @@ def run_job(job: Job) -> dict[str, Any]:
     else:
         from agents import AGENTS
 
-        model = AGENTS[job.algo](job.env_id, seed=job.seed, device="cpu", **job.hp)
+        model = AGENTS[job.algo](job.env_id, seed=job.seed, device=job.device, **job.hp)
         state = {"next": job.eval_every}
 
         def cb(agent: Any) -> bool:

@@ -152,8 +152,8 @@ class GumbelSAC(SoftActorCritic):
         "estimator": "st", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
         "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8, "critic": "auto",
         "target_entropy_scale": 0.5, "diagnostic_interval": 1000,
-        # R of the pairwise critic (sum(nvec) * (1 + R) outputs per critic). One pair of 4-choice
-        # factors needs rank 3 beyond its additive part, so 16 holds five such pairs in disjoint
+        # R of the pairwise critic (sum(nvec) * (1 + R) outputs per critic). A pair of 4-choice
+        # factors has rank <= 3 beyond its additive part, so 16 holds five such pairs in disjoint
         # blocks; Combinatorial-v0's ring of eight is exact at 24, which its pairwise config sets.
         "pairwise_rank": 16,
     }
@@ -332,10 +332,10 @@ class GumbelSAC(SoftActorCritic):
         * joint (small): E_pi[min_i Q_i(s, a)] by enumerating the joint actions.
         * pairwise: min_i E_pi[Q_i(s, a)] = min_i Q_i(s, p), one evaluation at the probabilities
           (:func:`pairwise_q`). E_pi[min_i Q_i] has no closed form: the min of two multilinear
-          functions is not multilinear. By Jensen this is >= E_pi[min_i Q_i] (less pessimistic),
-          but it is still the clipped double-Q of TD3 (Fujimoto et al. 2018) applied to the
-          policy's value, and it is deterministic where the sampled target of the joint critic
-          carries the variance of one joint draw.
+          functions is not multilinear. It is >= E_pi[min_i Q_i] (less pessimistic, as
+          E_pi[Q_j] >= E_pi[min_i Q_i] for every j), but it is still the clipped double-Q of TD3
+          (Fujimoto et al. 2018) applied to the policy's value, and it is deterministic where the
+          sampled target of the joint critic carries the variance of one joint draw.
         """
         critic = self.critic if critic is None else critic
         if self.critic_kind == "heads":

@@ -71,7 +71,7 @@ def test_q_at_the_probabilities_is_the_expectation_over_joint_actions(masked: bo
 
 
 def test_agent_exact_objective_and_target_are_min_over_critics_of_the_expectation() -> None:
-    """The documented choice: min_i E_pi[Q_i] (one evaluation), >= E_pi[min_i Q_i] by Jensen; the
+    """The documented choice: min_i E_pi[Q_i] (one evaluation), >= E_pi[min_i Q_i]; the
     Bellman target uses the same quantity under the target critics and is deterministic."""
     agent = small_agent()
     obs = torch.randn(8, 3)

@@ -15,6 +15,12 @@ Critic forms (``critic``):
 * ``"joint"``: Q(s, y) = MLP([s, y_1, ..., y_F]), any function of the joint action. Trained only
   at one-hot vertices, so its slope inside the simplex is unconstrained (see FINDINGS.md). With at
   most :data:`EXACT_JOINT_MAX` joint actions, ``"exact"`` and the diagnostic enumerate them.
+* ``"pairwise"`` (MultiDiscrete with >= 2 factors): a factorization machine over the factors'
+  one-hots (Rendle 2010), main effects plus every pair of factors through a state-dependent
+  rank-``pairwise_rank`` matrix (:func:`pairwise_q`). Multilinear in (y_1, ..., y_F), so its
+  value at the probabilities is the exact expectation under the product policy: ``"exact"`` and
+  the diagnostic cost one critic evaluation on any MultiDiscrete size, and its slope inside the
+  simplex is fixed by its values at the vertices (unlike the joint critic's).
 
 Action masks (sb3-contrib's ``action_masks()``, flat per copy): honoured when acting (training,
 ``predict(action_masks=...)`` and evaluation through :meth:`GumbelSAC._eval_masks`), in the actor
@@ -38,6 +44,7 @@ from agents.distributions import ESTIMATORS, GumbelSoftmax
 from agents.networks import CategoricalPolicy, CriticEnsemble
 
 ESTIMATOR_CHOICES = ("exact", *ESTIMATORS)
+CRITIC_CHOICES = ("auto", "heads", "joint", "pairwise")
 EXACT_JOINT_MAX = 256
 """Joint critic: the expectation over actions ("exact") enumerates up to this many joint actions."""
 SCHEDULES = ("constant", "exponential", "linear")
@@ -60,6 +67,42 @@ def gumbel_temperature(step: int, start: float, schedule: str = "constant", mini
     raise ValueError(f"unknown temperature schedule {schedule!r}; choose one of {SCHEDULES}")
 
 
+def pairwise_q(out: Tensor, y: Tensor, membership: Tensor) -> Tensor:
+    """The pairwise critic: a factorization machine over per-factor one-hots (Rendle 2010).
+
+    With F factors, y_f the (relaxed) one-hot of factor f, u_f(s) and V_f(s) (K_f x R) read from
+    the critic trunk's output::
+
+        Q(s, y) = sum_f u_f . y_f + 1/2 (||sum_f z_f||^2 - sum_f ||z_f||^2),   z_f = V_f^T y_f
+                = sum_f u_f . y_f + sum_{f<g} y_f^T V_f V_g^T y_g
+
+    Every pair of distinct factors interacts through a rank-R matrix; no factor with itself. The
+    self term y_f^T V_f V_f^T y_f would add nothing at a vertex (it is a function of a_f alone,
+    which u_f already spans) and would make Q quadratic in y_f off the vertices.
+
+    Exact expectation: each z_f is linear in y_f and every product z_f . z_g joins two different
+    factors, so Q is multilinear, affine in each y_f with the others fixed. For a product policy
+    pi = prod_f p_f, E_pi[Q(s, y)] = sum_f u_f . E[y_f] + sum_{f<g} E[y_f]^T V_f V_g^T E[y_g]
+    (independence factorizes each cross moment) = Q(s, p_1, ..., p_F). One evaluation at the
+    probabilities, differentiable in them, replaces the sum over prod_f K_f joint actions. The same
+    multilinearity makes the slope inside the simplex the difference of vertex values:
+    dQ/dy_f . (e_a - e_b) = Q(.., a_f = a, ..) - Q(.., a_f = b, ..).
+
+    Args:
+        out: trunk output ``(N, B, T + T * R)``, T = sum_f K_f: u, then V row-major (T, R).
+        y: flat one-hots, relaxed samples or probabilities ``(B, T)``.
+        membership: ``(T, F)``, 1 where choice t belongs to factor f.
+
+    Returns:
+        ``(N, B)``: each critic's Q.
+    """
+    total = y.shape[-1]
+    u, v = out[..., :total], out[..., total:].unflatten(-1, (total, -1))
+    linear = (u * y).sum(-1)
+    z = (v * y.unsqueeze(-1)).transpose(-1, -2) @ membership.to(v.dtype)  # (N, B, R, F): z_f per column
+    return linear + 0.5 * (z.sum(-1).square().sum(-1) - z.square().sum((-1, -2)))
+
+
 def vector_env_masks(venv: Any) -> np.ndarray | None:
     """Every copy's action mask in sb3-contrib's flat layout, ``(n_envs, sum(nvec))`` bool, from
     the envs' ``action_masks()``; None when the env has no such method. Gymnasium's vector
@@ -77,8 +120,8 @@ class GumbelSAC(SoftActorCritic):
 
     Args (beyond :class:`agents.core.SoftActorCritic`'s):
         estimator: actor gradient: ``"st"`` straight-through (default), ``"soft"``,
-            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"``, or a joint
-            critic over at most :data:`EXACT_JOINT_MAX` joint actions).
+            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"`` or
+            ``"pairwise"``, or a joint critic over at most :data:`EXACT_JOINT_MAX` joint actions).
         temperature: Gumbel-Softmax temperature of the relaxation, at the start of the schedule.
             Not the SAC entropy weight (that is ``alpha``).
         temperature_schedule: ``"constant"``, ``"exponential"`` or ``"linear"``.
@@ -89,7 +132,11 @@ class GumbelSAC(SoftActorCritic):
         diagnostic_interval: every this many updates, log ``grad/estimator_cosine``, the cosine
             between the actor's gradient and the exact-expectation gradient on the same batch
             (wherever ``"exact"`` is possible; one extra actor forward/backward; 0 turns it off).
-        critic: ``"heads"``, ``"joint"``, or ``"auto"`` (heads for Discrete, joint for MultiDiscrete).
+        critic: ``"heads"``, ``"joint"``, ``"pairwise"`` (MultiDiscrete only), or ``"auto"`` (heads
+            for Discrete, joint for MultiDiscrete).
+        pairwise_rank: R of the pairwise critic's interaction matrices V_f V_g^T. A pair's
+            interaction has rank at most min(K_f, K_g); R = sum over interacting pairs of that
+            rank always suffices (one block of dimensions per pair).
         target_entropy_scale: default target entropy is this times the maximum, sum_f log n_f.
     """
 
@@ -105,6 +152,10 @@ class GumbelSAC(SoftActorCritic):
         "estimator": "st", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
         "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8, "critic": "auto",
         "target_entropy_scale": 0.5, "diagnostic_interval": 1000,
+        # R of the pairwise critic (sum(nvec) * (1 + R) outputs per critic). A pair of 4-choice
+        # factors has rank <= 3 beyond its additive part, so 16 holds five such pairs in disjoint
+        # blocks; Combinatorial-v0's ring of eight is exact at 24, which its pairwise config sets.
+        "pairwise_rank": 16,
     }
 
     @classmethod
@@ -121,8 +172,10 @@ class GumbelSAC(SoftActorCritic):
                                                 if hp["temperature_schedule"] != "constant" else 1.0) < 1.0:
             raise ValueError("estimator='reinmax' needs temperature >= 1 throughout (Liu et al. 2023); "
                              f"got temperature={hp['temperature']}, temperature_min={hp['temperature_min']}")
-        if hp["critic"] not in ("auto", "heads", "joint"):
-            raise ValueError(f"critic={hp['critic']!r} is not one of ('auto', 'heads', 'joint')")
+        if hp["critic"] not in CRITIC_CHOICES:
+            raise ValueError(f"critic={hp['critic']!r} is not one of {CRITIC_CHOICES}")
+        if int(hp["pairwise_rank"]) < 1:
+            raise ValueError(f"pairwise_rank must be >= 1; got {hp['pairwise_rank']}")
         if int(hp["gumbel_rao_k"]) < 1:
             raise ValueError(f"gumbel_rao_k must be >= 1; got {hp['gumbel_rao_k']}")
         if int(hp["diagnostic_interval"]) < 0:
@@ -143,15 +196,21 @@ class GumbelSAC(SoftActorCritic):
             self.nvec, self.start = [int(n) for n in space.nvec], np.asarray(space.start, dtype=np.int64)
         self.critic_kind = hp["critic"] if hp["critic"] != "auto" else (
             "heads" if isinstance(space, spaces.Discrete) else "joint")
+        if self.critic_kind == "pairwise" and len(self.nvec) < 2:
+            # Refused rather than reduced to heads: it would be heads with R * n unused outputs,
+            # and a run labelled "pairwise" that is not one would mislead any comparison.
+            raise ValueError(f"critic='pairwise' models interactions between the factors of a MultiDiscrete "
+                             f"action; {space} has one factor, so no pairs. Use critic='heads' (the same "
+                             "function without the unused outputs).")
         n_joint = math.prod(self.nvec)
         # Every joint action as a row of choice indices, for the exact expectation under a joint critic.
         self.joint_actions = (torch.cartesian_prod(*(torch.arange(n) for n in self.nvec)).reshape(n_joint, -1)
                               .to(self.device) if self.critic_kind == "joint" and n_joint <= EXACT_JOINT_MAX else None)
-        self.has_exact = self.critic_kind == "heads" or self.joint_actions is not None
+        self.has_exact = self.critic_kind in ("heads", "pairwise") or self.joint_actions is not None
         if hp["estimator"] == "exact" and not self.has_exact:
             raise ValueError(f"estimator='exact' sums over every action: with a joint critic that is prod(nvec) = "
-                             f"{n_joint:,} terms (at most {EXACT_JOINT_MAX}). Use critic='heads' or a Gumbel "
-                             "estimator such as 'st'.")
+                             f"{n_joint:,} terms (at most {EXACT_JOINT_MAX}). Use critic='heads' or 'pairwise' "
+                             "(closed form), or a Gumbel estimator such as 'st'.")
         width = max(self.nvec)
         # Positions of the real choices in the padded (factors * width) layout.
         self.flat_index = torch.tensor([f * width + k for f, n in enumerate(self.nvec) for k in range(n)],
@@ -159,7 +218,10 @@ class GumbelSAC(SoftActorCritic):
         self.ragged = any(n != width for n in self.nvec)
         total = sum(self.nvec)
         self.policy = CategoricalPolicy(self.obs_dim, self.nvec, hp["net_arch"], hp["relu_subgradient"]).to(self.device)
-        in_dim, out_dim = (self.obs_dim, total) if self.critic_kind == "heads" else (self.obs_dim + total, 1)
+        # Column f marks factor f's choices in the flat layout: pairwise_q sums V_f^T y_f with it.
+        self.factor_membership = torch.block_diag(*(torch.ones(n, 1) for n in self.nvec)).to(self.device)
+        in_dim, out_dim = {"heads": (self.obs_dim, total), "joint": (self.obs_dim + total, 1),
+                           "pairwise": (self.obs_dim, total * (1 + int(hp["pairwise_rank"])))}[self.critic_kind]
         self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"])
         self.critic.to(self.device)
 
@@ -245,6 +307,8 @@ class GumbelSAC(SoftActorCritic):
         """Q of a (possibly relaxed) flat one-hot action for every critic: (N, B)."""
         if self.critic_kind == "heads":
             return (critic(obs, detach_params) * y_flat).sum(-1)
+        if self.critic_kind == "pairwise":
+            return pairwise_q(critic(obs, detach_params), y_flat, self.factor_membership)
         return critic(torch.cat([obs, y_flat], dim=-1), detach_params).squeeze(-1)
 
     def _critic_values(self, obs: Tensor, actions: Tensor) -> Tensor:
@@ -252,22 +316,35 @@ class GumbelSAC(SoftActorCritic):
 
     def _next_value(self, next_obs: Tensor, next_masks: Tensor | None, alpha: Tensor) -> Tensor:
         dist = self.distribution(next_obs, next_masks)
-        if self.critic_kind == "heads":
-            # Exact soft value sum_a pi(a) [min_i Q_i(s', a) - alpha log pi(a)] (Christodoulou 2019),
-            # the min taken per choice as in CleanRL's discrete SAC.
-            q_min = self.critic_target(next_obs).min(0).values
-            return (self._flat(dist.probs) * q_min).sum(-1) + alpha * dist.entropy()
+        if self.critic_kind != "joint":
+            # The soft value in closed form, with the same pessimism the exact actor objective uses
+            # (see _expected_q), so the target values the policy the way the actor is trained to.
+            return self._expected_q(next_obs, dist, self.critic_target) + alpha * dist.entropy()
         a = dist.sample()
         return self._q(self.critic_target, next_obs, self._one_hot(a)).min(0).values + alpha * dist.entropy()
 
-    def _expected_q(self, obs: Tensor, dist: GumbelSoftmax) -> Tensor:
-        """E_pi[min_i Q_i(s, a)] exactly: per choice for the heads critic (linear in the one-hot),
-        by enumerating the joint actions for a small joint critic. Differentiable in the logits only."""
+    def _expected_q(self, obs: Tensor, dist: GumbelSoftmax, critic: CriticEnsemble | None = None) -> Tensor:
+        """The policy's value under the critic ensemble (default ``self.critic``), in closed form.
+        Differentiable in the logits only.
+
+        * heads: sum over choices of p times min_i q_i per choice (Christodoulou 2019, with the
+          min per choice as in CleanRL's discrete SAC); exactly E_pi[min_i Q_i] for one factor.
+        * joint (small): E_pi[min_i Q_i(s, a)] by enumerating the joint actions.
+        * pairwise: min_i E_pi[Q_i(s, a)] = min_i Q_i(s, p), one evaluation at the probabilities
+          (:func:`pairwise_q`). E_pi[min_i Q_i] has no closed form: the min of two multilinear
+          functions is not multilinear. It is >= E_pi[min_i Q_i] (less pessimistic, as
+          E_pi[Q_j] >= E_pi[min_i Q_i] for every j), but it is still the clipped double-Q of TD3
+          (Fujimoto et al. 2018) applied to the policy's value, and it is deterministic where the
+          sampled target of the joint critic carries the variance of one joint draw.
+        """
+        critic = self.critic if critic is None else critic
         if self.critic_kind == "heads":
-            return (self._flat(dist.probs) * self.critic(obs).detach().min(0).values).sum(-1)
+            return (self._flat(dist.probs) * critic(obs).detach().min(0).values).sum(-1)
+        if self.critic_kind == "pairwise":
+            return self._q(critic, obs, self._flat(dist.probs), detach_params=True).min(0).values
         joint, b = self.joint_actions, obs.shape[0]
         with torch.no_grad():
-            q = self._q(self.critic, obs.repeat_interleave(len(joint), 0), self._one_hot(joint).repeat(b, 1))
+            q = self._q(critic, obs.repeat_interleave(len(joint), 0), self._one_hot(joint).repeat(b, 1))
             q = q.min(0).values.view(b, len(joint))
         factor = torch.arange(len(self.nvec), device=obs.device)
         probs = dist.probs[:, factor, joint].prod(-1)  # (B, joint actions): factors are independent

@@ -273,12 +273,13 @@ def plot_curves(groups: Sequence[Group], out: Path, metric: str = METRIC,
             ax.axhline(t, color="grey", linestyle="--", linewidth=1, label=f"threshold {t:g}")
         ax.set(title=env_id, xlabel="env steps", ylabel=metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        # Below the axes: inside, a legend of several long config labels hides the curves' ends.
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     for ax in list(axes.flat)[len(envs):]:
         ax.set_visible(False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 

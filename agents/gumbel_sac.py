@@ -339,7 +339,8 @@ class GumbelSAC(SoftActorCritic):
         """
         critic = self.critic if critic is None else critic
         if self.critic_kind == "heads":
-            return (self._flat(dist.probs) * critic(obs).detach().min(0).values).sum(-1)
+            # Parameters detached: the values enter as constants, so no graph is built for them.
+            return (self._flat(dist.probs) * critic(obs, detach_params=True).min(0).values).sum(-1)
         if self.critic_kind == "pairwise":
             return self._q(critic, obs, self._flat(dist.probs), detach_params=True).min(0).values
         joint, b = self.joint_actions, obs.shape[0]

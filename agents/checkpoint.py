@@ -23,7 +23,7 @@ from torch import Tensor
 
 FORMAT = "reparl/1"
 
-# # Env state without pickle: every layer of the vector env (its wrappers, the vector env, and
+# Env state without pickle: every layer of the vector env (its wrappers, the vector env, and
 # each copy's wrapper chain down to the base env) contributes its plain attributes (numbers,
 # strings, None, numeric numpy arrays, and small records of those such as RunningMeanStd) and
 # the state of every numpy Generator it holds (text arrays, lists and dicts are taken as static,

@@ -138,7 +138,9 @@ class SoftActorCritic:
         gradient_steps: updates per round; the update-to-data ratio is gradient_steps / (train_freq * n_envs).
         net_arch: hidden widths of the actor and of every critic.
         n_critics: critics in the ensemble; the target takes their minimum (clipped double Q).
-        alpha: initial entropy weight.
+        alpha: initial entropy weight, or ``"auto"`` (agents whose entropy has a maximum, i.e.
+            GumbelSAC): at the first update, mean |reward| of the warm-up data divided by that
+            maximum, so the uniform policy's entropy bonus starts level with the typical reward.
         learn_alpha: tune alpha toward ``target_entropy`` (Haarnoja et al. 2018b).
         target_entropy: desired policy entropy in nats; ``None`` picks the agent's default.
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
@@ -188,8 +190,13 @@ class SoftActorCritic:
         self.obs_dim = obs_dim(observation_space)
 
         self._build()
+        if hp["alpha"] == "auto" and self._max_entropy() is None:
+            raise ValueError(f"alpha='auto' needs a policy with a maximum entropy (GumbelSAC); "
+                             f"{type(self).__name__}'s is unbounded: give alpha a number, e.g. alpha=1.0")
         self.critic_target = self._copy_frozen(self.critic)
-        self.log_alpha = torch.tensor(math.log(hp["alpha"]), device=self.device, requires_grad=hp["learn_alpha"])
+        # "auto" is set from the warm-up rewards at the first update (_calibrate_alpha).
+        self.log_alpha = torch.tensor(0.0 if hp["alpha"] == "auto" else math.log(hp["alpha"]),
+                                      device=self.device, requires_grad=hp["learn_alpha"])
         self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
             else self._default_target_entropy()
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=hp["learning_rate"], fused=True)
@@ -228,6 +235,10 @@ class SoftActorCritic:
     def _default_target_entropy(self) -> float:
         raise NotImplementedError
 
+    def _max_entropy(self) -> float | None:
+        """The policy's largest possible entropy in nats; ``None`` if unbounded (no ``alpha="auto"``)."""
+        return None
+
     def _actor_diagnostics(self, obs: Tensor, alpha: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
         """Extra metrics computed with the actor's gradient in place (before the optimizer step)."""
         return {}
@@ -256,7 +267,8 @@ class SoftActorCritic:
             "train_freq": (hp["train_freq"] >= 1, ">= 1"),
             "gradient_steps": (hp["gradient_steps"] >= 0, ">= 0"),
             "n_critics": (hp["n_critics"] >= 1, ">= 1"),
-            "alpha": (hp["alpha"] > 0, "> 0"),
+            "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0,
+                      '> 0 or "auto"'),
             "relu_subgradient": (0 <= hp["relu_subgradient"] <= 1, "in [0, 1]"),
             "n_envs": (hp["n_envs"] >= 1, ">= 1"),
             "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
@@ -453,6 +465,8 @@ class SoftActorCritic:
         Order as in jaxrl and SB3: the actor is improved against the freshly updated critics.
         """
         hp = self.hparams
+        if self.num_updates == 0 and hp["alpha"] == "auto":
+            self._calibrate_alpha()
         batch = self.buffer.sample(hp["batch_size"])
         alpha = self.log_alpha.detach().exp()
 
@@ -490,6 +504,22 @@ class SoftActorCritic:
         self.num_updates += 1
         self._accumulate(info)
         return info
+
+    def _calibrate_alpha(self) -> None:
+        """``alpha="auto"``: alpha = mean |r| over the buffer (the warm-up data) / maximum entropy.
+
+        A fixed alpha = 1 assumes rewards of order 1 per step per nat: on Combinatorial-v0 (11 nats,
+        rewards <= 1) it kept the policy uniform for ~10k updates while Adam walked log alpha down at
+        ~lr per step (benchmarks/README.md). Matching the uniform policy's bonus to the typical reward
+        gives 0.25 / 11.09 = 0.023 there, the order where the learned alpha settled (0.04-0.09),
+        and leaves CartPole (1 / ln 2 = 1.44) and Acrobot (1 / ln 3 = 0.91) near 1. All-zero
+        warm-up rewards carry no scale: alpha stays 1.
+        """
+        n = len(self.buffer)
+        scale = float(self.buffer.rewards[:n].abs().mean()) if n else 0.0
+        if scale > 0:
+            with torch.no_grad():
+                self.log_alpha.fill_(math.log(scale / self._max_entropy()))
 
     def _accumulate(self, info: dict[str, Tensor]) -> None:
         # One stack and one add per update, keyed by the set of metric names (diagnostics

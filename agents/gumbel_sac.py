@@ -226,7 +226,10 @@ class GumbelSAC(SoftActorCritic):
         self.critic.to(self.device)
 
     def _default_target_entropy(self) -> float:
-        return self.hparams["target_entropy_scale"] * sum(math.log(n) for n in self.nvec)
+        return self.hparams["target_entropy_scale"] * self._max_entropy()
+
+    def _max_entropy(self) -> float:
+        return sum(math.log(n) for n in self.nvec)  # uniform over every factor
 
     def current_temperature(self) -> float:
         hp = self.hparams

@@ -40,6 +40,8 @@ SB3_TYPES: dict[str, tuple[type, ...]] = {
 }
 # Runner-level extras for SB3 off-policy algorithms (YAML cannot spell a NoiseClass object).
 SB3_EXTRAS: dict[str, tuple[type, ...]] = {"action_noise_std": (float, int, type(None))}
+# Our hyperparameters that take a word besides their default's type; the agent checks the word.
+OUR_TYPES: dict[str, tuple[type, ...]] = {"alpha": (float, int, str)}
 # Action spaces each SB3 algorithm accepts (SB3 asserts this itself, with a traceback).
 SB3_ACTION_SPACES = {"DQN": ("Discrete",), "SAC": ("Box",), "TD3": ("Box",),
                      "PPO": ("Box", "Discrete", "MultiDiscrete", "MultiBinary"),
@@ -255,6 +257,8 @@ def _check_hyperparameter(agent: str, key: str, value: Any, default: Any, where:
         allowed = SB3_TYPES[key]
     elif key in SB3_EXTRAS:
         allowed = SB3_EXTRAS[key]
+    elif agent in OUR_AGENTS and key in OUR_TYPES:
+        allowed = OUR_TYPES[key]
     elif default is None:
         return value  # no type to check against (e.g. policy_kwargs, target_entropy); the agent checks
     elif isinstance(default, bool):
@@ -267,11 +271,11 @@ def _check_hyperparameter(agent: str, key: str, value: Any, default: Any, where:
         allowed = (type(default),)
     if isinstance(value, bool) and bool not in allowed:
         ok = False
-    elif float in allowed and isinstance(value, str) and str not in allowed:
+    elif float in allowed and isinstance(value, str):
         try:
             value, ok = float(value), True
         except ValueError:
-            ok = False
+            ok = str in allowed
     else:
         ok = isinstance(value, allowed)
     if not ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import struct
 from pathlib import Path
@@ -225,7 +226,7 @@ def test_multidiscrete_env_learns_without_invalid_actions() -> None:
 @pytest.mark.parametrize("bad", [
     {"learning_rate": 0.0}, {"critic_learning_rate": -1.0}, {"gamma": 1.5}, {"batch_size": 0},
     {"target_update_rate": 0.0}, {"target_update_rate": 1.5}, {"n_critics": 0}, {"relu_subgradient": 2.0},
-    {"net_arch": []}, {"buffer_size": 0}, {"alpha": 0.0}, {"train_freq": 0}, {"n_envs": 0},
+    {"net_arch": []}, {"buffer_size": 0}, {"alpha": 0.0}, {"alpha": "high"}, {"train_freq": 0}, {"n_envs": 0},
     {"estimator": "foo"}, {"temperature": 0.0}, {"estimator": "reinmax", "temperature": 0.5},
     {"estimator": "reinmax", "temperature": 1.0, "temperature_schedule": "linear", "temperature_min": 0.5},
     {"critic": "x"}, {"gumbel_rao_k": 0}, {"target_entropy_scale": 2.0}, {"temperature_schedule": "cosine"},
@@ -276,3 +277,31 @@ def test_learns_on_discrete_observations() -> None:
     stored = lake.buffer.obs[: lake.buffer.size]
     assert stored.shape == (80, 16) and torch.equal(stored.sum(1), torch.ones(80))
     assert lake.num_updates > 0
+
+
+# ------------------------------------------------------------------------------- alpha="auto"
+# Adam's first step moves log alpha by lr * m_hat / (sqrt(v_hat) + eps) = lr * g / (|g| + eps),
+# at most lr: one update after calibration leaves log alpha within lr of the calibrated value
+# (+1e-6 for float32 rounding of log alpha, ~4e-8 at these magnitudes).
+LR = GumbelSAC.defaults["learning_rate"]
+
+
+@pytest.mark.parametrize("env, max_entropy", [("CartPole-v1", math.log(2)), (Combinatorial(), 8 * math.log(4))])
+def test_auto_alpha_is_warm_up_reward_scale_over_max_entropy(env: Any, max_entropy: float) -> None:
+    agent = GumbelSAC(env, alpha="auto", **SMALL).learn(SMALL["learning_starts"])
+    assert agent.num_updates == 1
+    scale = float(agent.buffer.rewards[: SMALL["learning_starts"]].abs().mean())
+    assert scale > 0  # CartPole pays 1 per step; Combinatorial ~1/4 at random
+    assert abs(math.log(agent.alpha) - math.log(scale / max_entropy)) <= LR + 1e-6
+
+
+def test_auto_alpha_without_reward_scale_stays_one() -> None:
+    """FrozenLake pays only at the goal, which 20 random warm-up steps do not reach (checked)."""
+    agent = GumbelSAC("FrozenLake-v1", alpha="auto", **{**SMALL, "learning_starts": 20}).learn(20)
+    assert agent.num_updates == 1 and float(agent.buffer.rewards[:20].abs().sum()) == 0
+    assert abs(math.log(agent.alpha)) <= LR + 1e-6
+
+
+def test_auto_alpha_refused_where_entropy_is_unbounded() -> None:
+    with pytest.raises(ValueError, match="alpha='auto'.*GaussianSAC.*alpha=1.0"):
+        GaussianSAC("Pendulum-v1", alpha="auto", **SMALL)

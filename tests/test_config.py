@@ -130,6 +130,17 @@ def test_out_of_range(tmp_path: Path) -> None:
     assert "estimator='magic'" in msg and "'st'" in msg  # the agent's own list of allowed values
 
 
+def test_alpha_takes_a_number_or_auto(tmp_path: Path) -> None:
+    def alpha(value: object) -> object:
+        config = load_config(write(tmp_path, {"agent": {"name": "GumbelSAC", "alpha": value}}))
+        return config.agent.hyperparameters["alpha"]
+
+    assert alpha("auto") == "auto"
+    assert alpha("1e-3") == 0.001  # YAML 1.1 reads 1e-3 as a string; still a number
+    msg = error_of(load_config, write(tmp_path, {"agent": {"name": "GumbelSAC", "alpha": "warm"}}))
+    assert "alpha='warm'" in msg and '"auto"' in msg
+
+
 def test_reserved_agent_keys_point_to_their_section(tmp_path: Path) -> None:
     msg = error_of(load_config, write(tmp_path, {"agent": {"name": "GumbelSAC", "n_envs": 4}}))
     assert msg.startswith("agent.n_envs: set env.n_envs instead")

@@ -126,7 +126,11 @@ class SoftActorCritic:
     Args:
         env: a Gymnasium id, ``Env`` or ``VectorEnv``; ``None`` needs ``observation_space`` and
             ``action_space`` and gives an agent that can predict but not learn.
-        learning_rate: Adam step size of the actor and the entropy temperature.
+        learning_rate: Adam step size of the actor (and of the entropy temperature, unless
+            ``alpha_learning_rate`` is set).
+        alpha_learning_rate: Adam step size of log alpha; ``None`` uses ``learning_rate``. Adam
+            moves log alpha by about this much per update whatever the entropy error, so it sets
+            how many updates alpha takes to change by a factor e (1 / rate: 3,333 at 3e-4).
         critic_learning_rate: Adam step size of the critics (CleanRL uses 1e-3 against 3e-4).
         buffer_size: replay capacity in transitions.
         learning_starts: env steps of uniform random actions before updates begin.
@@ -152,7 +156,7 @@ class SoftActorCritic:
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = ()
     other_agent: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {
-        "learning_rate": 3e-4, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
+        "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
         "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "target_update_rate": 0.005,
         "train_freq": 1, "gradient_steps": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
         "learn_alpha": True, "target_entropy": None, "relu_subgradient": 0.0, "n_envs": 1,
@@ -201,7 +205,8 @@ class SoftActorCritic:
             else self._default_target_entropy()
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=hp["learning_rate"], fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=hp["critic_learning_rate"], fused=True)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=hp["learning_rate"], fused=True)
+        alpha_lr = hp["learning_rate"] if hp["alpha_learning_rate"] is None else hp["alpha_learning_rate"]
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=alpha_lr, fused=True)
 
         self.num_timesteps = 0
         self.num_updates = 0
@@ -259,6 +264,7 @@ class SoftActorCritic:
         checks = {
             "learning_rate": (hp["learning_rate"] > 0, "> 0"),
             "critic_learning_rate": (hp["critic_learning_rate"] > 0, "> 0"),
+            "alpha_learning_rate": (hp["alpha_learning_rate"] is None or hp["alpha_learning_rate"] > 0, "> 0 or null"),
             "buffer_size": (hp["buffer_size"] >= 1, ">= 1"),
             "learning_starts": (hp["learning_starts"] >= 0, ">= 0"),
             "batch_size": (hp["batch_size"] >= 1, ">= 1"),

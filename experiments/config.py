@@ -40,8 +40,10 @@ SB3_TYPES: dict[str, tuple[type, ...]] = {
 }
 # Runner-level extras for SB3 off-policy algorithms (YAML cannot spell a NoiseClass object).
 SB3_EXTRAS: dict[str, tuple[type, ...]] = {"action_noise_std": (float, int, type(None))}
-# Our hyperparameters that take a word besides their default's type; the agent checks the word.
-OUR_TYPES: dict[str, tuple[type, ...]] = {"alpha": (float, int, str)}
+# Our hyperparameters whose default's type does not say what they take (a word besides a number,
+# or a number where the default is null); the agent checks the values.
+OUR_TYPES: dict[str, tuple[type, ...]] = {"alpha": (float, int, str), "alpha_learning_rate": (float, int, type(None)),
+                                          "target_entropy": (float, int, type(None))}
 # Action spaces each SB3 algorithm accepts (SB3 asserts this itself, with a traceback).
 SB3_ACTION_SPACES = {"DQN": ("Discrete",), "SAC": ("Box",), "TD3": ("Box",),
                      "PPO": ("Box", "Discrete", "MultiDiscrete", "MultiBinary"),
@@ -260,7 +262,7 @@ def _check_hyperparameter(agent: str, key: str, value: Any, default: Any, where:
     elif agent in OUR_AGENTS and key in OUR_TYPES:
         allowed = OUR_TYPES[key]
     elif default is None:
-        return value  # no type to check against (e.g. policy_kwargs, target_entropy); the agent checks
+        return value  # no type to check against (e.g. policy_kwargs); the agent checks
     elif isinstance(default, bool):
         allowed = (bool,)
     elif isinstance(default, int):

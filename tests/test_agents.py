@@ -226,7 +226,8 @@ def test_multidiscrete_env_learns_without_invalid_actions() -> None:
 @pytest.mark.parametrize("bad", [
     {"learning_rate": 0.0}, {"critic_learning_rate": -1.0}, {"gamma": 1.5}, {"batch_size": 0},
     {"target_update_rate": 0.0}, {"target_update_rate": 1.5}, {"n_critics": 0}, {"relu_subgradient": 2.0},
-    {"net_arch": []}, {"buffer_size": 0}, {"alpha": 0.0}, {"alpha": "high"}, {"train_freq": 0}, {"n_envs": 0},
+    {"net_arch": []}, {"buffer_size": 0}, {"alpha": 0.0}, {"alpha": "high"}, {"alpha_learning_rate": 0.0},
+    {"train_freq": 0}, {"n_envs": 0},
     {"estimator": "foo"}, {"temperature": 0.0}, {"estimator": "reinmax", "temperature": 0.5},
     {"estimator": "reinmax", "temperature": 1.0, "temperature_schedule": "linear", "temperature_min": 0.5},
     {"critic": "x"}, {"gumbel_rao_k": 0}, {"target_entropy_scale": 2.0}, {"temperature_schedule": "cosine"},
@@ -300,6 +301,14 @@ def test_auto_alpha_without_reward_scale_stays_one() -> None:
     agent = GumbelSAC("FrozenLake-v1", alpha="auto", **{**SMALL, "learning_starts": 20}).learn(20)
     assert agent.num_updates == 1 and float(agent.buffer.rewards[:20].abs().sum()) == 0
     assert abs(math.log(agent.alpha)) <= LR + 1e-6
+
+
+@pytest.mark.parametrize("alpha_lr", [None, 1e-2])
+def test_alpha_learning_rate_sets_log_alpha_step(alpha_lr: float | None) -> None:
+    """Adam's first step is exactly lr in size (see above): 1e-2 when given, else learning_rate."""
+    agent = GumbelSAC("CartPole-v1", alpha_learning_rate=alpha_lr, **SMALL).learn(SMALL["learning_starts"])
+    assert agent.num_updates == 1
+    assert abs(abs(math.log(agent.alpha)) - (alpha_lr or LR)) <= 1e-6
 
 
 def test_auto_alpha_refused_where_entropy_is_unbounded() -> None:

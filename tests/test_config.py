@@ -137,6 +137,8 @@ def test_alpha_takes_a_number_or_auto(tmp_path: Path) -> None:
 
     assert alpha("auto") == "auto"
     assert alpha("1e-3") == 0.001  # YAML 1.1 reads 1e-3 as a string; still a number
+    config = load_config(write(tmp_path, {"agent": {"name": "GumbelSAC", "alpha_learning_rate": "3e-3"}}))
+    assert config.agent.hyperparameters["alpha_learning_rate"] == 0.003  # a null default, a number given
     msg = error_of(load_config, write(tmp_path, {"agent": {"name": "GumbelSAC", "alpha": "warm"}}))
     assert "alpha='warm'" in msg and '"auto"' in msg
 

@@ -147,6 +147,9 @@ class SoftActorCritic:
             maximum, so the uniform policy's entropy bonus starts level with the typical reward.
         learn_alpha: tune alpha toward ``target_entropy`` (Haarnoja et al. 2018b).
         target_entropy: desired policy entropy in nats; ``None`` picks the agent's default.
+        backup_entropy: add the next state's entropy bonus to the critic target (soft Q, Haarnoja
+            et al. 2018). ``False`` keeps the entropy in the actor loss only, as jaxrl's
+            ``backup_entropy`` flag: the critic then learns the reward's Q alone.
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
         n_envs: env copies when ``env`` is an id.
         seed: seeds torch, numpy, the env and the warm-up actions.
@@ -159,7 +162,7 @@ class SoftActorCritic:
         "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
         "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "target_update_rate": 0.005,
         "train_freq": 1, "gradient_steps": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
-        "learn_alpha": True, "target_entropy": None, "relu_subgradient": 0.0, "n_envs": 1,
+        "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "relu_subgradient": 0.0, "n_envs": 1,
         "seed": None, "device": "auto",
     }
 
@@ -477,7 +480,8 @@ class SoftActorCritic:
         alpha = self.log_alpha.detach().exp()
 
         with torch.no_grad():
-            next_v = self._next_value(batch.next_obs, batch.next_masks, alpha)
+            next_v = self._next_value(batch.next_obs, batch.next_masks,
+                                      alpha if hp["backup_entropy"] else torch.zeros_like(alpha))
             target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, hp["gamma"])
         c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target)
         self.critic_optimizer.zero_grad(set_to_none=True)

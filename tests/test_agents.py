@@ -311,6 +311,24 @@ def test_alpha_learning_rate_sets_log_alpha_step(alpha_lr: float | None) -> None
     assert abs(abs(math.log(agent.alpha)) - (alpha_lr or LR)) <= 1e-6
 
 
+def test_backup_entropy_false_drops_the_bonus_from_the_target() -> None:
+    """Same weights, same buffer, same batch: the soft target exceeds the plain one by exactly
+    gamma * alpha * mean((1 - terminated) * H(pi(.|s'))) (CartPole's heads critic: closed form)."""
+    soft, plain = (GumbelSAC("CartPole-v1", backup_entropy=flag, **SMALL).learn(SMALL["learning_starts"] - 1)
+                   for flag in (True, False))
+    torch.manual_seed(1)
+    batch = soft.buffer.sample(SMALL["batch_size"])
+    with torch.no_grad():
+        entropy = soft.distribution(batch.next_obs).entropy()
+    expected = soft.hparams["gamma"] * soft.alpha * float(((1 - batch.terminated.float()) * entropy).mean())
+    targets = []
+    for agent in (soft, plain):
+        torch.manual_seed(1)
+        targets.append(float(agent.train_step()["train/target_mean"]))
+    assert expected > 0.1  # alpha = 1, H up to ln 2, gamma 0.99: the difference is not lost in rounding
+    assert targets[0] - targets[1] == pytest.approx(expected, rel=1e-4)
+
+
 def test_auto_alpha_refused_where_entropy_is_unbounded() -> None:
     with pytest.raises(ValueError, match="alpha='auto'.*GaussianSAC.*alpha=1.0"):
         GaussianSAC("Pendulum-v1", alpha="auto", **SMALL)

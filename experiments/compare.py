@@ -93,6 +93,14 @@ def first_step_at(run: Run, threshold: float) -> int | None:
     return int(run.steps[hit[0]]) if hit.size else None
 
 
+def lowest_after(run: Run, step: int | None) -> float | None:
+    """The lowest value at or after env ``step`` (a first step at threshold): how far a run falls
+    back once it has solved the task. None if it never got there."""
+    if step is None:
+        return None
+    return float(run.values[run.steps >= step].min())
+
+
 def threshold_for(env_id: str, thresholds: dict[str, float | None] | None, metric: str = METRIC) -> float | None:
     """``thresholds[env_id]`` if given, else (for the eval return) gymnasium's ``spec.reward_threshold``."""
     import gymnasium as gym
@@ -201,6 +209,8 @@ def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | 
         # A seed that never got there counts as infinitely slow, so the median says "never"
         # once half the seeds never reached it (as experiments/learning_bench.py does).
         median_first = float(np.median([math.inf if f is None else f for f in firsts])) if firsts else None
+        lows = [lowest_after(r, f) for r, f in zip(g.runs, firsts, strict=True)]
+        reached_lows = [v for v in lows if v is not None]
         rows.append({
             "env": g.env_id, "config": g.label, "agent": g.agent, "metric": metric, "n_seeds": len(g.runs),
             "seeds": [r.config.get("train.seed") for r in g.runs], "finals": finals.tolist(),
@@ -209,26 +219,30 @@ def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | 
             "steps_to_threshold": firsts,
             "median_steps_to_threshold": None if median_first is None or math.isinf(median_first)
             else median_first,
-            "reached": sum(f is not None for f in firsts), "runs": [str(r.path) for r in g.runs],
+            "reached": sum(f is not None for f in firsts),
+            # Per seed, and the worst seed: issue 6 asks that no seed fall below a floor once solved.
+            "lowest_after_threshold": lows, "worst_after_threshold": min(reached_lows) if reached_lows else None,
+            "runs": [str(r.path) for r in g.runs],
         })
     return rows
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     out = ["| env | config | seeds | final mean | final IQM [95% CI] | threshold | median steps to threshold "
-           "| reached |", "|---|---|---|---|---|---|---|---|"]
+           "| reached | lowest after reaching |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["iqm_ci95"]
         t = r["threshold"]
         if t is None:
-            steps, reached = "-", "-"
+            steps, reached, low = "-", "-", "-"
         else:
-            m = r["median_steps_to_threshold"]
+            m, w = r["median_steps_to_threshold"], r["worst_after_threshold"]
             steps = "never" if m is None else f"{m:,.0f}"
             reached = f"{r['reached']}/{r['n_seeds']}"
+            low = "-" if w is None else f"{w:.1f}"
         out.append(f"| {r['env']} | {r['config']} | {r['n_seeds']} | {r['final_mean']:.1f} | "
                    f"{r['final_iqm']:.1f} [{lo:.1f}, {hi:.1f}] | {'-' if t is None else f'{t:g}'} | {steps} | "
-                   f"{reached} |")
+                   f"{reached} | {low} |")
     return "\n".join(out)
 
 

@@ -131,6 +131,11 @@ def test_compare_plot_and_table_match_the_run_folders(sweep: dict, tmp_path: Pat
         assert r["threshold"] == 12 and r["steps_to_threshold"] == firsts
         med = None if None in firsts else float(np.median(firsts))
         assert r["median_steps_to_threshold"] == med
+        lows = [None if f is None else min(v for step, v in c if step >= f)
+                for c, f in zip(curves, firsts, strict=True)]
+        assert r["lowest_after_threshold"] == lows
+        reached = [v for v in lows if v is not None]
+        assert r["worst_after_threshold"] == (min(reached) if reached else None)
         assert f"| CartPole-v1 | {label} | 2 | {finals.mean():.1f} |" in text
     assert out.with_suffix(".md").read_text().strip() in text
 

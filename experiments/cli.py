@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", nargs="+", default=[], metavar="X|ENV_ID=X",
                    help="threshold for 'steps to threshold', for every env or per env "
                         "(default: gymnasium's reward_threshold of each env)")
+    c.add_argument("--until", type=int, metavar="STEP",
+                   help="use each run's evals up to env step STEP only, to compare at one budget")
 
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
@@ -147,7 +149,9 @@ def _compare(args: argparse.Namespace) -> int:
     every, per_env = parse_thresholds(args.threshold)
     first = args.paths[0]
     out = args.out or (first.parent if is_run_dir(first) else first) / "compare.png"
-    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every)
+    if args.until is not None and args.until < 1:
+        raise ConfigError(f"--until {args.until}: expected an env step >= 1")
+    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, args.until)
     print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
     return 0
 

@@ -152,8 +152,9 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def load_run(path: Path, metric: str = METRIC) -> Run | None:
-    """The run's config and the metric's events; None (with a warning) when it never logged the metric."""
+def load_run(path: Path, metric: str = METRIC, until: int | None = None) -> Run | None:
+    """The run's config and the metric's events (those at env steps <= ``until``, if given); None
+    (with a warning) when it never logged the metric."""
     config = flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
     points: dict[int, float] = {}
     for line in (path / "metrics.jsonl").read_text().splitlines():
@@ -161,7 +162,7 @@ def load_run(path: Path, metric: str = METRIC) -> Run | None:
             event = json.loads(line)
         except json.JSONDecodeError:  # a torn last line of a killed run
             continue
-        if metric in event:
+        if metric in event and (until is None or int(event["global_step"]) <= until):
             points[int(event["global_step"])] = float(event[metric])  # "nan" strings read back as nan
     if not points:
         warnings.warn(f"skipping {path}: no {metric} in metrics.jsonl", RuntimeWarning, stacklevel=2)
@@ -301,8 +302,8 @@ def plot_curves(groups: Sequence[Group], out: Path, metric: str = METRIC,
 # ------------------------------------------------------------------------------ entry points
 
 
-def load_groups(paths: Sequence[Path], metric: str = METRIC) -> list[Group]:
-    runs = [r for p in find_runs(paths) if (r := load_run(p, metric)) is not None]
+def load_groups(paths: Sequence[Path], metric: str = METRIC, until: int | None = None) -> list[Group]:
+    runs = [r for p in find_runs(paths) if (r := load_run(p, metric, until)) is not None]
     if not runs:
         raise ConfigError(f"no finished run with {metric} in {', '.join(map(str, paths))}")
     return group_runs(runs)
@@ -327,9 +328,11 @@ def parse_thresholds(items: Sequence[str]) -> tuple[float | None, dict[str, floa
 
 def compare(paths: Sequence[Path], out: Path, metric: str = METRIC,
             thresholds: dict[str, float | None] | None = None,
-            threshold: float | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
-    """Plot and tabulate ``paths``; returns the rows, the PNG, and the Markdown and JSON tables."""
-    groups = load_groups(paths, metric)
+            threshold: float | None = None, until: int | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
+    """Plot and tabulate ``paths``; returns the rows, the PNG, and the Markdown and JSON tables.
+    ``until``: cut every curve at this env step, so runs with longer budgets (PPO's whole rollouts,
+    a longer baseline) are compared at the same budget."""
+    groups = load_groups(paths, metric, until)
     if threshold is not None:
         thresholds = {**{g.env_id: threshold for g in groups}, **(thresholds or {})}
     rows = summary_rows(groups, thresholds, metric)

@@ -140,6 +140,20 @@ def test_compare_plot_and_table_match_the_run_folders(sweep: dict, tmp_path: Pat
     assert out.with_suffix(".md").read_text().strip() in text
 
 
+def test_compare_until_cuts_every_curve_at_one_budget(sweep: dict, tmp_path: Path) -> None:
+    run = sweep["dir"] / "gumbel_sac-cartpole-s0"
+    events = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    curve = [(e["global_step"], e["eval/mean_return"]) for e in events if "eval/mean_return" in e]
+    assert len(curve) >= 2
+    until = curve[-2][0]  # the last eval falls outside
+    code, _ = _run_cli(["compare", str(run), "--out", str(tmp_path / "c.png"), "--until", str(until)])
+    assert code == 0
+    (row,) = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert row["finals"] == pytest.approx([curve[-2][1]])
+    code, _ = _run_cli(["compare", str(run), "--out", str(tmp_path / "d.png"), "--until", "0"])
+    assert code == 2  # ConfigError
+
+
 def test_iqm_trims_a_quarter_each_side() -> None:
     from experiments.compare import bootstrap_ci, iqm
 

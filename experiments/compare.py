@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from experiments.config import ConfigError
+from experiments.config import ConfigError, agent_defaults
 from experiments.rundir import MODEL_FILES
 
 METRIC = "eval/mean_return"
@@ -168,7 +168,18 @@ def load_run(path: Path, metric: str = METRIC, until: int | None = None) -> Run 
         warnings.warn(f"skipping {path}: no {metric} in metrics.jsonl", RuntimeWarning, stacklevel=2)
         return None
     steps = np.array(sorted(points))
-    return Run(path, config, steps, np.array([points[s] for s in steps]))
+    return Run(path, with_new_defaults(config), steps, np.array([points[s] for s in steps]))
+
+
+def with_new_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` plus today's default for each agent hyperparameter its run predates. A new
+    hyperparameter's default keeps the old behaviour, so a run saved before it existed ran with that
+    default; without this, runs of one config made before and after a release split into groups."""
+    try:
+        defaults = agent_defaults(str(config.get("agent.name")))
+    except (AttributeError, KeyError, ImportError):  # an agent this install does not have: leave it
+        return config
+    return {**{f"agent.{k}": v for k, v in flatten(defaults).items()}, **config}
 
 
 def config_key(run: Run) -> str:

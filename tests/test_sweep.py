@@ -154,6 +154,18 @@ def test_compare_until_cuts_every_curve_at_one_budget(sweep: dict, tmp_path: Pat
     assert code == 2  # ConfigError
 
 
+def test_runs_saved_before_a_new_hyperparameter_group_with_its_default() -> None:
+    from experiments.compare import Run, config_key, with_new_defaults
+
+    def key(config: dict) -> str:
+        return config_key(Run(Path("."), with_new_defaults(config), np.zeros(1), np.zeros(1)))
+
+    base = {"agent.name": "GumbelSAC", "env.id": "CartPole-v1", "agent.estimator": "st"}
+    old = key(base)  # written before backup_entropy existed
+    assert old == key({**base, "agent.backup_entropy": True}) != key({**base, "agent.backup_entropy": False})
+    assert key({**base, "agent.name": "NoSuchAgent"})  # an agent this install lacks: left as it is
+
+
 def test_iqm_trims_a_quarter_each_side() -> None:
     from experiments.compare import bootstrap_ci, iqm
 

@@ -523,7 +523,10 @@ class SoftActorCritic:
         ~lr per step (benchmarks/README.md). Matching the uniform policy's bonus to the typical reward
         gives 0.25 / 11.09 = 0.023 there, the order where the learned alpha settled (0.04-0.09),
         and leaves CartPole (1 / ln 2 = 1.44) and Acrobot (1 / ln 3 = 0.91) near 1. All-zero
-        warm-up rewards carry no scale: alpha stays 1.
+        warm-up rewards carry no scale: alpha stays 1. Measured there, it does not work alone:
+        the entropy collapsed to 0 within 2k updates while log alpha climbed back at the default
+        rate; with ``alpha_learning_rate=3e-3`` and ``backup_entropy=False`` it held the target
+        entropy and learned (benchmarks/README.md, "Why the joint critic sat flat").
         """
         n = len(self.buffer)
         scale = float(self.buffer.rewards[:n].abs().mean()) if n else 0.0

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="learning curves and a table from run folders or sweep folders",
                        description="Group run folders by config (everything but the seed) and write learning "
-                                   "curves (mean, 95%% bootstrap band; one subplot per env) as a PNG, and a table "
-                                   "(final return, IQM with a 95%% bootstrap CI, steps to threshold) as Markdown and "
+                                   "curves (mean, 95% bootstrap band; one subplot per env) as a PNG, and a table "
+                                   "(final return, IQM with a 95% bootstrap CI, steps to threshold) as Markdown and "
                                    "JSON beside it. Reads only the run folders (config.yaml, metrics.jsonl).")
     c.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
     c.add_argument("--metric", default="eval/mean_return", help="metric to plot and tabulate")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import Config, resolved_hyperparameters
+from experiments.wandb_reader import wait_until_complete
 
 WANDB_ID_FILE = "wandb_run_id.txt"  # in the run folder: what --resume continues
 
@@ -162,6 +163,11 @@ class Tracker:
             self.run.finish(exit_code=exit_code)
             if offline and self.wandb_dir is not None:
                 hint = f"wandb sync {self.wandb_dir}"
+                # finish() can return before wandb-core has written the last records; whoever
+                # reads the run next (compare, a test, `wandb sync`) must see all of it.
+                if not wait_until_complete(self.wandb_dir):
+                    warnings.warn(f"W&B offline run {self.wandb_dir} has no exit record after 60 s; "
+                                  "it may lack its last records", RuntimeWarning, stacklevel=2)
         except Exception as e:
             self._disable("finish", e)
         self.run = None

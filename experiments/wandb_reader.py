@@ -13,6 +13,7 @@ padding. Each reassembled payload is a ``wandb_internal_pb2.Record``.
 
 from __future__ import annotations
 
+import collections
 import json
 import struct
 import zlib
@@ -104,6 +105,36 @@ def _history_value(item: Any) -> Any:
         return json.loads(item.value_json)
     kind = item.WhichOneof("value") if "value" in item.DESCRIPTOR.oneofs_by_name else None
     return getattr(item, kind) if kind else None
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether the datastore ends with its exit record, which ``run.finish()`` writes last. Offline,
+    ``finish()`` can return while wandb-core is still writing: on a loaded 2-core machine a run read
+    straight after it lacked its last 13 history rows, which appeared a moment later."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    last = collections.deque(iter_payloads(find_datastore(path)), maxlen=1)
+    if not last:
+        return False
+    rec = pb.Record()
+    rec.ParseFromString(last[0])
+    return rec.WhichOneof("record_type") == "exit"
+
+
+def wait_until_complete(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.05) -> bool:
+    """Poll :func:`is_complete` for up to ``timeout_s``; returns whether the run was complete."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if is_complete(path):
+                return True
+        except (FileNotFoundError, ValueError):  # not created yet, or a record half written
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 def find_datastore(path: str | Path) -> Path:

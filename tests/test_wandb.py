@@ -11,7 +11,7 @@ import pytest
 
 from experiments.config import build_config
 from experiments.tracking import Tracker
-from experiments.wandb_reader import BLOCK, find_datastore, iter_payloads, read_run
+from experiments.wandb_reader import BLOCK, find_datastore, is_complete, iter_payloads, read_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,17 @@ def offline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
     tracker.log({"eval/mean_return": 42.5}, step=3000)
     hint = tracker.finish()
     return run_dir, rows, hint or ""
+
+
+def test_finish_returns_only_once_the_run_is_on_disk(offline_run: tuple[Path, list[dict], str],
+                                                     tmp_path: Path) -> None:
+    """Tracker.finish waits for the exit record (offline, wandb's finish() can return before it is
+    written); a run cut short before it, like a copy of the first half, is not complete."""
+    datastore = find_datastore(offline_run[0])
+    assert is_complete(datastore)
+    half = tmp_path / "run-half.wandb"
+    half.write_bytes(datastore.read_bytes()[: datastore.stat().st_size // 2])
+    assert not is_complete(half)
 
 
 def test_reader_returns_config_history_summary(offline_run: tuple[Path, list[dict], str]) -> None:

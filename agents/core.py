@@ -165,6 +165,11 @@ class SoftActorCritic:
         "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "relu_subgradient": 0.0, "n_envs": 1,
         "seed": None, "device": "auto",
     }
+    # What a run saved before each of these hyperparameters existed ran with: the behaviour they
+    # were added to switch off, not today's default (which may move on, as GumbelSAC's did).
+    # experiments.compare fills them into older run configs so those group with the runs that
+    # set the same behaviour explicitly.
+    behaviour_before: ClassVar[dict[str, Any]] = {"alpha_learning_rate": None, "backup_entropy": True}
 
     def __init__(self, env: str | gym.Env | gym.vector.VectorEnv | None = None, *,
                  observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from experiments.config import ConfigError, agent_defaults
+from experiments.config import ConfigError, agent_class, agent_defaults
 from experiments.rundir import MODEL_FILES
 
 METRIC = "eval/mean_return"
@@ -172,14 +172,17 @@ def load_run(path: Path, metric: str = METRIC, until: int | None = None) -> Run 
 
 
 def with_new_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` plus today's default for each agent hyperparameter its run predates. A new
-    hyperparameter's default keeps the old behaviour, so a run saved before it existed ran with that
-    default; without this, runs of one config made before and after a release split into groups."""
+    """``config`` plus, for each agent hyperparameter its run predates, the value that run ran with:
+    the agent's ``behaviour_before`` where it declares one (a default that has since changed),
+    else today's default. Without this, runs of one config made before and after a release split
+    into groups, and a run made before a default changed would be labelled with the new one."""
     try:
         defaults = agent_defaults(str(config.get("agent.name")))
+        before = getattr(agent_class(str(config.get("agent.name"))), "behaviour_before", {})
     except (AttributeError, KeyError, ImportError):  # an agent this install does not have: leave it
         return config
-    return {**{f"agent.{k}": v for k, v in flatten(defaults).items()}, **config}
+    filled = {**defaults, **{k: v for k, v in before.items() if k in defaults}}
+    return {**{f"agent.{k}": v for k, v in flatten(filled).items()}, **config}
 
 
 def config_key(run: Run) -> str:

@@ -284,7 +284,7 @@ def test_learns_on_discrete_observations() -> None:
 # Adam's first step moves log alpha by lr * m_hat / (sqrt(v_hat) + eps) = lr * g / (|g| + eps),
 # at most lr: one update after calibration leaves log alpha within lr of the calibrated value
 # (+1e-6 for float32 rounding of log alpha, ~4e-8 at these magnitudes).
-LR = GumbelSAC.defaults["learning_rate"]
+LR = GumbelSAC.defaults["alpha_learning_rate"] or GumbelSAC.defaults["learning_rate"]  # log alpha's step
 
 
 @pytest.mark.parametrize("env, max_entropy", [("CartPole-v1", math.log(2)), (Combinatorial(), 8 * math.log(4))])
@@ -306,15 +306,15 @@ def test_auto_alpha_without_reward_scale_stays_one() -> None:
 @pytest.mark.parametrize("alpha_lr", [None, 1e-2])
 def test_alpha_learning_rate_sets_log_alpha_step(alpha_lr: float | None) -> None:
     """Adam's first step is exactly lr in size (see above): 1e-2 when given, else learning_rate."""
-    agent = GumbelSAC("CartPole-v1", alpha_learning_rate=alpha_lr, **SMALL).learn(SMALL["learning_starts"])
+    agent = GumbelSAC("CartPole-v1", alpha=1.0, alpha_learning_rate=alpha_lr, **SMALL).learn(SMALL["learning_starts"])
     assert agent.num_updates == 1
-    assert abs(abs(math.log(agent.alpha)) - (alpha_lr or LR)) <= 1e-6
+    assert abs(abs(math.log(agent.alpha)) - (alpha_lr or GumbelSAC.defaults["learning_rate"])) <= 1e-6
 
 
 def test_backup_entropy_false_drops_the_bonus_from_the_target() -> None:
     """Same weights, same buffer, same batch: the soft target exceeds the plain one by exactly
     gamma * alpha * mean((1 - terminated) * H(pi(.|s'))) (CartPole's heads critic: closed form)."""
-    soft, plain = (GumbelSAC("CartPole-v1", backup_entropy=flag, **SMALL).learn(SMALL["learning_starts"] - 1)
+    soft, plain = (GumbelSAC("CartPole-v1", alpha=1.0, backup_entropy=flag, **SMALL).learn(SMALL["learning_starts"] - 1)
                    for flag in (True, False))
     torch.manual_seed(1)
     batch = soft.buffer.sample(SMALL["batch_size"])

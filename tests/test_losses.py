@@ -113,8 +113,9 @@ def test_soft_bellman_target_terminated_vs_truncated() -> None:
 @pytest.mark.parametrize("flag", ["terminated", "truncated"])
 def test_train_step_bootstraps_on_truncation_only(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rewards 0 and one shared next state: the critic's target is exactly 0 after a termination and
-    exactly gamma * V(s') after a truncation (V exact for the heads critic, computed before the step)."""
-    agent = GumbelSAC("CartPole-v1", **SMALL)
+    exactly gamma * V(s') after a truncation (V exact for the heads critic, computed before the step;
+    soft targets, so V carries the entropy bonus and is not 0 even for an untrained critic)."""
+    agent = GumbelSAC("CartPole-v1", alpha=1.0, backup_entropy=True, **SMALL)
     buf = agent._ensure_buffer()
     n = 64
     obs = torch.randn(n, 4, generator=torch.Generator().manual_seed(0)).numpy()

@@ -161,8 +161,13 @@ def test_runs_saved_before_a_new_hyperparameter_group_with_its_default() -> None
         return config_key(Run(Path("."), with_new_defaults(config), np.zeros(1), np.zeros(1)))
 
     base = {"agent.name": "GumbelSAC", "env.id": "CartPole-v1", "agent.estimator": "st"}
-    old = key(base)  # written before backup_entropy existed
+    old = key(base)  # written before backup_entropy existed, when targets always carried the entropy
     assert old == key({**base, "agent.backup_entropy": True}) != key({**base, "agent.backup_entropy": False})
+    # ... although GumbelSAC's default is now False: the run is labelled with what it ran, not with
+    # what a new run would get.
+    from agents import GumbelSAC
+    assert GumbelSAC.defaults["backup_entropy"] is False
+    assert key({**base, "agent.backup_entropy": False}) != old
     assert key({**base, "agent.name": "NoSuchAgent"})  # an agent this install lacks: left as it is
 
 

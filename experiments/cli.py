@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", nargs="+", default=[], metavar="X|ENV_ID=X",
                    help="threshold for 'steps to threshold', for every env or per env "
                         "(default: gymnasium's reward_threshold of each env)")
-    c.add_argument("--until", type=int, metavar="STEP",
-                   help="use each run's evals up to env step STEP only, to compare at one budget")
+    c.add_argument("--until", nargs="+", default=[], metavar="STEP|ENV_ID=STEP",
+                   help="use each run's evals up to env step STEP only, to compare at one budget; "
+                        "for every env or per env (CartPole-v1=20000 Acrobot-v1=30000)")
 
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
@@ -144,14 +145,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.compare import compare, is_run_dir, markdown_table, parse_thresholds
+    from experiments.compare import compare, is_run_dir, markdown_table, parse_thresholds, parse_until
 
     every, per_env = parse_thresholds(args.threshold)
+    until, until_per_env = parse_until(args.until)
     first = args.paths[0]
     out = args.out or (first.parent if is_run_dir(first) else first) / "compare.png"
-    if args.until is not None and args.until < 1:
-        raise ConfigError(f"--until {args.until}: expected an env step >= 1")
-    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, args.until)
+    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, until, until_per_env)
     print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
     return 0
 

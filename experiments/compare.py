@@ -152,10 +152,12 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def load_run(path: Path, metric: str = METRIC, until: int | None = None) -> Run | None:
-    """The run's config and the metric's events (those at env steps <= ``until``, if given); None
-    (with a warning) when it never logged the metric."""
+def load_run(path: Path, metric: str = METRIC, until: int | None = None,
+             until_per_env: dict[str, int] | None = None) -> Run | None:
+    """The run's config and the metric's events (those at env steps <= ``until``, or its env's
+    entry in ``until_per_env``, if given); None (with a warning) when it never logged the metric."""
     config = flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    until = (until_per_env or {}).get(str(config.get("env.id")), until)
     points: dict[int, float] = {}
     for line in (path / "metrics.jsonl").read_text().splitlines():
         try:
@@ -316,8 +318,9 @@ def plot_curves(groups: Sequence[Group], out: Path, metric: str = METRIC,
 # ------------------------------------------------------------------------------ entry points
 
 
-def load_groups(paths: Sequence[Path], metric: str = METRIC, until: int | None = None) -> list[Group]:
-    runs = [r for p in find_runs(paths) if (r := load_run(p, metric, until)) is not None]
+def load_groups(paths: Sequence[Path], metric: str = METRIC, until: int | None = None,
+                until_per_env: dict[str, int] | None = None) -> list[Group]:
+    runs = [r for p in find_runs(paths) if (r := load_run(p, metric, until, until_per_env)) is not None]
     if not runs:
         raise ConfigError(f"no finished run with {metric} in {', '.join(map(str, paths))}")
     return group_runs(runs)
@@ -325,14 +328,30 @@ def load_groups(paths: Sequence[Path], metric: str = METRIC, until: int | None =
 
 def parse_thresholds(items: Sequence[str]) -> tuple[float | None, dict[str, float]]:
     """``["475"]`` -> one threshold for every env; ``["CartPole-v1=475", ...]`` -> per env."""
-    every: float | None = None
-    per_env: dict[str, float] = {}
+    return parse_per_env(items, "--threshold", float)
+
+
+def parse_until(items: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+    """``["30000"]`` -> one budget for every env; ``["CartPole-v1=20000", ...]`` -> per env."""
+    every, per_env = parse_per_env(items, "--until", int)
+    for env_id, step in [("", every), *per_env.items()]:
+        if step is not None and step < 1:
+            raise ConfigError(f"--until {env_id + '=' if env_id else ''}{step}: expected an env step >= 1")
+    return every, per_env
+
+
+def parse_per_env(items: Sequence[str], flag: str, kind: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
+    """One value for every env (``X``) and/or per env (``ENV_ID=X``, split at the last ``=``, so
+    ``reparl/Combinatorial-v0=12`` works); a per-env value overrides the common one."""
+    every: Any = None
+    per_env: dict[str, Any] = {}
     for item in items:
         env_id, sep, value = item.rpartition("=")
         try:
-            number = float(value)
+            number = kind(value)
         except ValueError:
-            raise ConfigError(f"--threshold {item!r}: expected a number or ENV_ID=NUMBER") from None
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{flag} {item!r}: expected {what} or ENV_ID={what.split()[-1].upper()}") from None
         if sep:
             per_env[env_id] = number
         else:
@@ -342,11 +361,12 @@ def parse_thresholds(items: Sequence[str]) -> tuple[float | None, dict[str, floa
 
 def compare(paths: Sequence[Path], out: Path, metric: str = METRIC,
             thresholds: dict[str, float | None] | None = None,
-            threshold: float | None = None, until: int | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
+            threshold: float | None = None, until: int | None = None,
+            until_per_env: dict[str, int] | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
     """Plot and tabulate ``paths``; returns the rows, the PNG, and the Markdown and JSON tables.
-    ``until``: cut every curve at this env step, so runs with longer budgets (PPO's whole rollouts,
-    a longer baseline) are compared at the same budget."""
-    groups = load_groups(paths, metric, until)
+    ``until``: cut every curve at this env step (``until_per_env``: at its env's step), so runs
+    with longer budgets (PPO's whole rollouts, a longer baseline) are compared at the same budget."""
+    groups = load_groups(paths, metric, until, until_per_env)
     if threshold is not None:
         thresholds = {**{g.env_id: threshold for g in groups}, **(thresholds or {})}
     rows = summary_rows(groups, thresholds, metric)

@@ -152,6 +152,12 @@ def test_compare_until_cuts_every_curve_at_one_budget(sweep: dict, tmp_path: Pat
     assert row["finals"] == pytest.approx([curve[-2][1]])
     code, _ = _run_cli(["compare", str(run), "--out", str(tmp_path / "d.png"), "--until", "0"])
     assert code == 2  # ConfigError
+    # Per env: the run's own env's entry wins over the common value; another env's leaves it uncut.
+    for until_args, expected in ((["1", f"CartPole-v1={until}"], curve[-2][1]), (["Acrobot-v1=1"], curve[-1][1])):
+        code, _ = _run_cli(["compare", str(run), "--out", str(tmp_path / "e.png"), "--until", *until_args])
+        assert code == 0
+        (row,) = json.loads((tmp_path / "e.json").read_text())["rows"]
+        assert row["finals"] == pytest.approx([expected])
 
 
 def test_runs_saved_before_a_new_hyperparameter_group_with_its_default() -> None:

@@ -177,6 +177,23 @@ def test_runs_saved_before_a_new_hyperparameter_group_with_its_default() -> None
     assert key({**base, "agent.name": "NoSuchAgent"})  # an agent this install lacks: left as it is
 
 
+def test_table_of_an_env_without_a_threshold() -> None:
+    """Combinatorial-v0 has no reward_threshold: the row has no steps-to-threshold columns (the
+    sweep's final table crashed on it once, after a 30-trial sweep had finished)."""
+    from experiments.compare import Group, Run, markdown_table, summary_rows
+
+    runs = [Run(Path(f"s{i}"), {"env.id": "reparl/Combinatorial-v0", "agent.name": "GumbelSAC", "train.seed": i},
+                np.array([1000, 2000]), np.array([4.0, 5.0 + i])) for i in range(3)]
+    (row,) = summary_rows([Group("reparl/Combinatorial-v0", "GumbelSAC", "GumbelSAC", runs)])
+    assert row["threshold"] is None and row["steps_to_threshold"] == [] and row["reached"] == 0
+    assert row["lowest_after_threshold"] == [] and row["worst_after_threshold"] is None
+    assert row["finals"] == [5.0, 6.0, 7.0]
+    assert "reparl/Combinatorial-v0" in markdown_table([row])
+    (row,) = summary_rows([Group("reparl/Combinatorial-v0", "GumbelSAC", "GumbelSAC", runs)],
+                          {"reparl/Combinatorial-v0": 6.0})
+    assert row["steps_to_threshold"] == [None, 2000, 2000] and row["lowest_after_threshold"] == [None, 6.0, 7.0]
+
+
 def test_iqm_trims_a_quarter_each_side() -> None:
     from experiments.compare import bootstrap_ci, iqm
 

@@ -156,6 +156,10 @@ class GumbelSAC(SoftActorCritic):
         # Combinatorial-v0 reaches 8 on 5/5 seeds by 12k against 0/5, CartPole-v1 the same 5/5
         # at 475 (median 8k against 7k). Each of the three alone failed on Combinatorial-v0.
         "alpha": "auto", "alpha_learning_rate": 3e-3, "backup_entropy": False,
+        # Straight-through: over 5 seeds on CartPole-v1, Acrobot-v1 and Combinatorial-v0, neither
+        # gumbel-rao (K=8) nor reinmax nor soft nor exact beat it on any of the three (every final
+        # CI overlaps), and it is the cheapest (gumbel-rao costs ~2x per actor step). Temperature
+        # 0.5 against 1.0 at these defaults: every CI overlapping on all three envs, so 1.0 stays.
         "estimator": "st", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
         "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8, "critic": "auto",
         "target_entropy_scale": 0.5, "diagnostic_interval": 1000,

@@ -492,7 +492,7 @@ class SoftActorCritic:
         self.critic_optimizer.zero_grad(set_to_none=True)
         c_loss.backward()
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
-        self.critic_optimizer.step()
+        losses.adam_step(self.critic_optimizer)
 
         q, entropy, a_info = self._actor_objective(batch.obs, batch.masks)
         a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
@@ -511,9 +511,9 @@ class SoftActorCritic:
             info["train/alpha"] = alpha
         info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
         info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
-        self.actor_optimizer.step()
+        losses.adam_step(self.actor_optimizer)
         if hp["learn_alpha"]:
-            self.alpha_optimizer.step()
+            losses.adam_step(self.alpha_optimizer)
 
         losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
         self.num_updates += 1

@@ -8,23 +8,66 @@ critics see well-scaled inputs and the default target entropy -dim(A) means the 
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+import warnings
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
-from torch import Tensor
+from torch import Tensor, nn
 
+from agents import losses
 from agents.core import SoftActorCritic
 from agents.distributions import SquashedGaussian
-from agents.networks import CriticEnsemble, GaussianPolicy
+from agents.networks import (
+    CriticEnsemble,
+    GaussianPolicy,
+    ensemble_backward,
+    ensemble_forward,
+    mlp_backward,
+    mlp_forward,
+)
 
 
 class GaussianSAC(SoftActorCritic):
-    """Soft actor-critic for bounded Box action spaces (see :class:`agents.core.SoftActorCritic`)."""
+    """Soft actor-critic for bounded Box action spaces (see :class:`agents.core.SoftActorCritic`).
+
+    Two implementation switches, neither of which changes the maths:
+
+    Args:
+        manual_backward: run the update with its gradients written out (:func:`critic_grads`,
+            :func:`actor_grads`) instead of autograd; held equal to autograd in float64 by the tests.
+            ``relu_subgradient`` other than 0 always takes autograd.
+        compile: run those two functions through ``torch.compile`` (inductor): one compilation of
+            ~20-60 s at the first update, then fused elementwise kernels around the matmuls. Needs
+            a C++ compiler; without one the agent warns and stays eager.
+    """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box,)
     other_agent: ClassVar[str] = "GumbelSAC for Discrete and MultiDiscrete action spaces"
+    defaults: ClassVar[dict[str, Any]] = {
+        **SoftActorCritic.defaults,
+        # The update with its backward pass written out (train_step below) instead of autograd:
+        # the same maths in a fraction of the ops (issue 7; benchmarks/README.md, "Speed"). False
+        # takes the autograd path, which ReLU subgradients other than 0 always use.
+        "manual_backward": True,
+        # Off by default: the first update then waits for a compilation, and the CPU gain is
+        # modest (benchmarks/README.md, "Speed").
+        "compile": False,
+    }
+
+    @classmethod
+    def validate_hyperparameters(cls, hp: dict[str, Any]) -> None:
+        super().validate_hyperparameters(hp)
+        for key in ("manual_backward", "compile"):
+            if not isinstance(hp[key], bool):
+                raise ValueError(f"{key}={hp[key]!r} must be true or false")
+        if hp["compile"] and not (hp["manual_backward"] and hp["relu_subgradient"] == 0.0):
+            raise ValueError(f"compile=True compiles the hand-written update, which needs manual_backward=True and "
+                             f"relu_subgradient=0; got manual_backward={hp['manual_backward']}, "
+                             f"relu_subgradient={hp['relu_subgradient']}. Set compile=false.")
 
     def _check_spaces(self) -> None:
         super()._check_spaces()
@@ -83,3 +126,167 @@ class GaussianSAC(SoftActorCritic):
         action, log_prob = self.distribution(obs).rsample()
         q = self._q(self.critic, obs, action, detach_params=True).min(0).values
         return q, -log_prob, {}
+
+    # ---------------------------------------------------------------- the update, by hand
+    def train_step(self) -> dict[str, Tensor]:
+        if self.hparams["manual_backward"] and self.hparams["relu_subgradient"] == 0.0:
+            return self._manual_train_step()
+        return super().train_step()
+
+    def _manual_train_step(self) -> dict[str, Tensor]:
+        """:meth:`SoftActorCritic.train_step` with every gradient written out
+        (:func:`critic_grads`, :func:`actor_grads`).
+
+        Same losses, same order (critic step, then the actor against the stepped critic, then
+        alpha and Polyak), a fraction of the ops: an update at the default sizes is a few large
+        matmuls, and autograd's per-op bookkeeping was much of its time on a CPU (issue 7). The
+        tests hold it equal to the autograd path in float64.
+        """
+        hp = self.hparams
+        if self.num_updates == 0 and hp["alpha"] == "auto":
+            self._calibrate_alpha()
+        batch = self.buffer.sample(hp["batch_size"])
+        p_w, p_b, c_w, c_b, t_w, t_b = self._weight_lists()
+        critic_fn, actor_fn = self._update_functions()
+        bounds = (self.policy.log_std_min, self.policy.log_std_max)
+        alpha = self.log_alpha.detach().exp()
+        eps = torch.randn(2 * batch.obs.shape[0], self.act_dim, device=self.device, dtype=batch.obs.dtype)
+        with torch.no_grad():
+            c_grads, saved, c_info = critic_fn(batch.obs, batch.actions, batch.rewards, batch.terminated,
+                                               batch.next_obs, eps, alpha, p_w, p_b, c_w, c_b, t_w, t_b, bounds,
+                                               hp["gamma"], hp["backup_entropy"])
+            self._set_grads([*c_w, *c_b], c_grads)
+        info = {**c_info, "grad/critic_norm": losses.grad_norm(self.critic.parameters())}
+        losses.adam_step(self.critic_optimizer)
+
+        with torch.no_grad():
+            a_grads, a_info = actor_fn(batch.obs, saved, eps[batch.obs.shape[0]:], alpha, p_w, c_w, c_b, bounds)
+            self._set_grads([*p_w, *p_b], a_grads)
+        info.update(a_info)
+        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+        losses.adam_step(self.actor_optimizer)
+        if hp["learn_alpha"]:
+            # log_alpha * (H - H_target): its gradient is the batch mean of H - H_target.
+            g_alpha = a_info["train/entropy"] - self.target_entropy
+            info.update({"train/alpha_loss": self.log_alpha.detach() * g_alpha, "train/alpha": alpha})
+            self.log_alpha.grad = g_alpha.reshape(self.log_alpha.shape)
+            losses.adam_step(self.alpha_optimizer)
+        else:
+            info["train/alpha"] = alpha
+        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
+        self.num_updates += 1
+        self._accumulate(info)
+        return info
+
+    def _weight_lists(self) -> tuple[list[Tensor], ...]:
+        """Policy weights, biases; critic weights, biases; target weights, biases. Loading a
+        checkpoint copies into the same Parameter objects, so the lists stay valid."""
+        if getattr(self, "_weights", None) is None:
+            linears = [m for m in self.policy.modules() if isinstance(m, nn.Linear)]
+            c_layers, t_layers = self.critic.layers, self.critic_target.layers
+            self._weights = ([m.weight for m in linears], [m.bias for m in linears], [x.weight for x in c_layers],
+                             [x.bias for x in c_layers], [x.weight for x in t_layers], [x.bias for x in t_layers])
+        return self._weights
+
+    def _update_functions(self) -> tuple[Any, Any]:
+        """(critic_grads, actor_grads), compiled when ``compile`` is on and compilation works."""
+        if not self.hparams["compile"] or getattr(self, "_compile_failed", False):
+            return critic_grads, actor_grads
+        return _compiled(critic_grads, self), _compiled(actor_grads, self)
+
+    @staticmethod
+    def _set_grads(params: list[Tensor], grads: list[Tensor]) -> None:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.view_as(p)
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled(fn: Any, agent: GaussianSAC) -> Any:
+    """``torch.compile(fn)``, shared by every agent in the process (one compilation per shape),
+    falling back to ``fn`` with a warning when compilation fails (no C++ compiler, say). The
+    update functions are pure, so a failed first call can simply be repeated eagerly."""
+    if fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = torch.compile(fn, fullgraph=True, dynamic=False)
+    compiled = _COMPILED[fn.__name__]
+
+    def call(*args: Any) -> Any:
+        if getattr(agent, "_compile_failed", False):
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as e:  # noqa: BLE001 - inductor raises many types; eager below re-raises real errors
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"torch.compile of the GaussianSAC update failed ({type(e).__name__}: {first_line}); "
+                          "continuing without it. Set compile=false to skip the attempt.", stacklevel=2)
+            agent._compile_failed = True
+            return fn(*args)
+    return call
+
+
+def _policy_sample(acts_out: Tensor, eps: Tensor, bounds: tuple[float, float]) -> tuple[Tensor, ...]:
+    """GaussianPolicy's head output -> (action in [-1, 1], log pi, tanh(raw), std), as
+    GaussianPolicy.forward, then SquashedGaussian.rsample with the unit box. (u - mean) / std in
+    the log-density is the drawn eps itself."""
+    mean, raw = acts_out.chunk(2, dim=-1)
+    tanh_raw = torch.tanh(raw)
+    log_std = (tanh_raw + 1).mul_(0.5 * (bounds[1] - bounds[0])).add_(bounds[0])
+    std = log_std.exp()
+    u = torch.addcmul(mean, std, eps)
+    action = torch.tanh(u)  # low + (tanh(u) + 1) * half_range with low = -1, half_range = 1
+    d = eps.shape[-1]
+    log_prob = ((u + F.softplus(-2 * u)).mul_(2).sub_(log_std).sub_(0.5 * eps * eps).sum(-1)
+                - d * (0.5 * math.log(2 * math.pi) + 2 * math.log(2)))
+    return action, log_prob, tanh_raw, std
+
+
+def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tensor, next_obs: Tensor, eps: Tensor,
+                 alpha: Tensor, p_w: list[Tensor], p_b: list[Tensor], c_w: list[Tensor], c_b: list[Tensor],
+                 t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float,
+                 backup_entropy: bool) -> tuple[list[Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, summed over the
+    ensemble) for weights ``c_w`` then biases ``c_b``; what the actor step reuses; metrics.
+
+    The policy runs once over [next_obs; obs] (``eps`` holds both halves' noise): rows :B give
+    the target's next action, rows B: the actor loss's action. The actor's weights do not change
+    between the two uses, so this is the same computation as two passes.
+    """
+    n_b = obs.shape[0]
+    p_acts = mlp_forward(torch.cat([next_obs, obs]), p_w, p_b)
+    action, log_prob, tanh_raw, std = _policy_sample(p_acts[-1], eps, bounds)
+    next_q = ensemble_forward(torch.cat([next_obs, action[:n_b]], dim=-1), t_w, t_b)[-1].squeeze(-1)
+    next_v = next_q.min(0).values
+    if backup_entropy:
+        next_v = next_v - alpha * log_prob[:n_b]
+    target = losses.soft_bellman_target(rewards, terminated, next_v, gamma)
+    c_acts = ensemble_forward(torch.cat([obs, actions], dim=-1), c_w, c_b)
+    q = c_acts[-1].squeeze(-1)
+    err = q - target
+    loss = 0.5 * err.square().mean(1).sum()
+    gw, gb, _ = ensemble_backward(c_acts, c_w, (err / n_b).unsqueeze(-1))
+    saved = {"p_acts": [t[n_b:] for t in p_acts], "action": action[n_b:], "log_prob": log_prob[n_b:],
+             "tanh_raw": tanh_raw[n_b:], "std": std[n_b:]}
+    return [*gw, *gb], saved, {"train/critic_loss": loss, "train/q_mean": q.mean(), "train/target_mean": target.mean()}
+
+
+def actor_grads(obs: Tensor, saved: dict[str, Tensor], eps: Tensor, alpha: Tensor, p_w: list[Tensor],
+                c_w: list[Tensor], c_b: list[Tensor], bounds: tuple[float, float]
+                ) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """Gradients of the actor loss mean(alpha * log pi - min_i Q_i(s, a~)) for the policy's
+    weights then biases, through the (already stepped) critic's input, never its weights."""
+    n_b = obs.shape[0]
+    a_pi, log_prob, std = saved["action"], saved["log_prob"], saved["std"]
+    q_acts = ensemble_forward(torch.cat([obs, a_pi], dim=-1), c_w, c_b)
+    q_min, which = q_acts[-1].squeeze(-1).min(0)
+    loss = (alpha * log_prob - q_min).mean()
+    # d loss / d Q_i is -1/B on the minimizing member of each row (min's subgradient), 0 elsewhere.
+    g_q = torch.zeros_like(q_acts[-1]).scatter_(0, which.view(1, -1, 1), -1.0 / n_b)
+    g_in = ensemble_backward(q_acts, c_w, g_q, weight_grads=False, input_grad=True)[2]
+    # Through tanh (d a/du = 1 - a^2) and the log-density (d log pi / du = 2 tanh(u); its Gaussian
+    # term, -eps^2/2 - log_std with eps fixed, moves only with log_std).
+    g_u = torch.addcmul(g_in[:, obs.shape[1]:] * (1 - a_pi * a_pi), a_pi, alpha * (2.0 / n_b))
+    g_log_std = (g_u * std * eps).sub_(alpha / n_b)
+    g_raw = g_log_std.mul_((1 - saved["tanh_raw"].square()).mul_(0.5 * (bounds[1] - bounds[0])))
+    gw, gb = mlp_backward(saved["p_acts"], p_w, torch.cat([g_u, g_raw], dim=-1))
+    return [*gw, *gb], {"train/actor_loss": loss, "train/entropy": -log_prob.mean()}

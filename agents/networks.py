@@ -86,51 +86,97 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(b, x, w)
 
 
+def ensemble_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> list[Tensor]:
+    """ReLU ensemble MLP forward, keeping what backward needs: ``[x, h1, ..., out]``.
+
+    Weights are ``(N, in, out)``, biases ``(N, 1, out)``; ``x`` is ``(B, in)`` shared by all N
+    members (broadcast, no copy) or ``(N, B, in)``. The ReLU runs in place on the matmul output,
+    so each hidden layer allocates one tensor.
+    """
+    n = weights[0].shape[0]
+    h, acts = x, [x]
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = torch.baddbmm(b, h.expand(n, *h.shape) if h.dim() == 2 else h, w)
+        if i < len(weights) - 1:
+            h.clamp_min_(0)
+        acts.append(h)
+    return acts
+
+
+def ensemble_backward(acts: Sequence[Tensor], weights: Sequence[Tensor], grad: Tensor, *,
+                      weight_grads: bool = True, input_grad: bool = False
+                      ) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+    """Backward of :func:`ensemble_forward` (ReLU subgradient 0: ``h > 0`` is ``z > 0``).
+
+    ``grad`` is dL/d(out), ``(N, B, out)``. Returns the weight and bias gradients (empty lists when
+    ``weight_grads`` is False, as for an actor loss that must not reach the critic's weights) and
+    dL/dx (summed over members when x was shared), or None.
+    """
+    n = weights[0].shape[0]
+    gw: list[Tensor] = []
+    gb: list[Tensor] = []
+    g, grad_x = grad, None
+    for i in reversed(range(len(weights))):
+        h = acts[i]
+        if weight_grads:
+            gw.append(torch.bmm((h.expand(n, *h.shape) if h.dim() == 2 else h).transpose(1, 2), g))
+            gb.append(g.sum(1, keepdim=True))
+        if i > 0:
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i].transpose(1, 2)), h, 0)
+        elif input_grad:
+            grad_x = torch.bmm(g, weights[0].transpose(1, 2))
+            if h.dim() == 2:  # one input shared by every member: its gradient sums over them
+                grad_x = grad_x.sum(0)
+    return gw[::-1], gb[::-1], grad_x
+
+
+def mlp_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> list[Tensor]:
+    """:func:`ensemble_forward` for one ``nn.Linear`` stack (weights ``(out, in)``)."""
+    acts = [x]
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = torch.addmm(b, acts[-1], w.t())
+        if i < len(weights) - 1:
+            h.clamp_min_(0)
+        acts.append(h)
+    return acts
+
+
+def mlp_backward(acts: Sequence[Tensor], weights: Sequence[Tensor], grad: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Backward of :func:`mlp_forward` to the weights and biases (no input gradient)."""
+    gw: list[Tensor] = []
+    gb: list[Tensor] = []
+    g = grad
+    for i in reversed(range(len(weights))):
+        gw.append(g.t().mm(acts[i]))
+        gb.append(g.sum(0))
+        if i > 0:
+            g = torch.ops.aten.threshold_backward(g.mm(weights[i]), acts[i], 0)
+    return gw[::-1], gb[::-1]
+
+
 class _EnsembleMLP(torch.autograd.Function):
     """Forward and backward of a whole ReLU ensemble MLP as one autograd node (ReLU subgradient 0).
 
-    The same maths as the layer-by-layer graph, with fewer and larger steps: the ReLU runs in place
-    on the matmul output, backward reads the saved activations (``h > 0`` is ``z > 0``), and weight
-    gradients are skipped when the weights come in detached (the actor loss). Issue 7's profile
-    put most of an update's non-matmul time in allocating and passing over these (N, B, width)
-    activations.
+    The same maths as the layer-by-layer graph, with fewer and larger steps
+    (:func:`ensemble_forward`, :func:`ensemble_backward`); weight gradients are skipped when the
+    weights come in detached (the actor loss). Issue 7's profile put most of an update's
+    non-matmul time in allocating and passing over these (N, B, width) activations.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        weights, biases = params[0::2], params[1::2]
-        n = weights[0].shape[0]
-        h, saved = x, [x]
-        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-            h = torch.baddbmm(b, h.expand(n, *h.shape) if h.dim() == 2 else h, w)
-            if i < len(weights) - 1:
-                h.clamp_min_(0)
-                saved.append(h)
-        ctx.save_for_backward(*saved, *weights)
-        return h
+        weights = params[0::2]
+        acts = ensemble_forward(x, weights, params[1::2])
+        ctx.save_for_backward(*acts[:-1], *weights)
+        return acts[-1]
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        n_layers = (len(ctx.saved_tensors)) // 2
+        n_layers = len(ctx.saved_tensors) // 2
         acts, weights = ctx.saved_tensors[:n_layers], ctx.saved_tensors[n_layers:]
         needs = ctx.needs_input_grad
-        grads: list[Tensor | None] = [None] * (2 * n_layers)
-        grad_x = None
-        n = weights[0].shape[0]
-        g = grad
-        for i in reversed(range(n_layers)):
-            h = acts[i]
-            if needs[1 + 2 * i]:
-                h3 = h.expand(n, *h.shape) if h.dim() == 2 else h
-                grads[2 * i] = torch.bmm(h3.transpose(1, 2), g)
-            if needs[2 + 2 * i]:
-                grads[2 * i + 1] = g.sum(1, keepdim=True)
-            if i > 0:
-                g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i].transpose(1, 2)), h, 0)
-            elif needs[0]:
-                grad_x = torch.bmm(g, weights[0].transpose(1, 2))
-                if h.dim() == 2:  # one input shared by every member: its gradient sums over them
-                    grad_x = grad_x.sum(0)
+        gw, gb, grad_x = ensemble_backward(acts, weights, grad, weight_grads=any(needs[1:]), input_grad=needs[0])
+        grads: list[Tensor | None] = [t for pair in zip(gw, gb, strict=True) for t in pair] or [None] * (2 * n_layers)
         return (grad_x, *grads)
 
 

@@ -34,6 +34,13 @@ from typing import Any
 SECTIONS = ("throughput", "scaling", "envs", "cartpole")
 
 # Identical settings for both libraries: SB3 SAC's defaults, written out (sac.py), with ours set to match.
+# Rows of the throughput table: (label, GaussianSAC hyperparameters beyond SAC_SETTINGS).
+THROUGHPUT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "reparl": ("reparl GaussianSAC (defaults: hand-written backward)", {}),
+    "reparl_compiled": ("reparl GaussianSAC, compile=true", {"compile": True}),
+    "reparl_autograd": ("reparl GaussianSAC, manual_backward=false (autograd)", {"manual_backward": False}),
+    "sb3": ("SB3 SAC", {}),
+}
 SAC_SETTINGS: dict[str, Any] = {"learning_rate": 3e-4, "buffer_size": 1_000_000, "learning_starts": 1000,
                                 "batch_size": 256, "tau": 0.005, "gamma": 0.99, "train_freq": 1,
                                 "gradient_steps": 1, "net_arch": [256, 256]}
@@ -126,7 +133,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         update(int(spec["updates"]))
         _sync(device)
         out["updates_per_s"] = int(spec["updates"]) / (time.perf_counter() - t)
-        out["flops_per_update"] = _count_flops(lambda: update(1))
+        if spec.get("count_flops", True):
+            out["flops_per_update"] = _count_flops(lambda: update(1))
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -214,32 +222,34 @@ def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: in
 
     log("\n".join(md))
     if "throughput" in sections:
-        rows: dict[str, list[dict[str, Any]]] = {"reparl": [], "sb3": []}
+        rows: dict[str, list[dict[str, Any]]] = {lib: [] for lib in THROUGHPUT_VARIANTS}
+        order = list(THROUGHPUT_VARIANTS)
         for r in range(rounds):
-            for lib in ("reparl", "sb3") if r % 2 == 0 else ("sb3", "reparl"):
-                rows[lib].append(_run("measure", {**base, "lib": lib, "env_id": "Pendulum-v1",
-                                                  "env_steps": env_steps, "updates": updates}))
-                log(f"  throughput round {r + 1}/{rounds} {lib}: "
-                    f"{rows[lib][-1]['updates_per_s']:.0f} updates/s")
+            for lib in order if r % 2 == 0 else order[::-1]:
+                spec = {**base, "lib": "sb3" if lib == "sb3" else "reparl", "env_id": "Pendulum-v1",
+                        "env_steps": env_steps, "updates": updates, "extra": THROUGHPUT_VARIANTS[lib][1],
+                        # FlopCounterMode would trace the compiled update again: same maths as the eager row
+                        "count_flops": lib != "reparl_compiled"}
+                rows[lib].append(_run("measure", spec))
+                log(f"  throughput round {r + 1}/{rounds} {lib}: {rows[lib][-1]['updates_per_s']:.0f} updates/s")
         result["throughput"] = rows
-        ours, sb3 = ({k: _med(rows[lib], k) for k in rows[lib][0]} for lib in ("reparl", "sb3"))
-        peak = _med(rows["reparl"] + rows["sb3"], "peak_gflops")
+        med = {lib: {k: _med(rows[lib], k) for k in rows[lib][0]} for lib in rows}
+        med["reparl_compiled"]["flops_per_update"] = med["reparl"]["flops_per_update"]
+        peak = _med([r for lib in rows for r in rows[lib]], "peak_gflops")
+        sb3 = med["sb3"]
         lines = [f"## Throughput: GaussianSAC vs SB3 SAC, Pendulum-v1, identical settings "
                  f"(batch {settings['batch_size']}, net {settings['net_arch']}, train_freq 1, gradient_steps 1), "
                  f"median of {rounds} rounds", "",
-                 "| | reparl GaussianSAC | SB3 SAC | ratio |", "|---|---|---|---|"]
-        for key, label, nd in (("env_steps_per_s", "env steps/s (learning)", 0), ("updates_per_s", "updates/s", 0),
-                               ("flops_per_update", "MFLOP per update", 0), ("peak_rss_mib", "peak RSS MiB", 0)):
-            scale = 1e-6 if key == "flops_per_update" else 1
-            a, b = (None if v is None else v * scale for v in (ours[key], sb3[key]))
-            lines.append(f"| {label} | {_fmt(a, nd)} | {_fmt(b, nd)} | {_ratio(a, b)} |")
-        for d in (ours, sb3):
-            d["gflops"] = d["flops_per_update"] * d["updates_per_s"] / 1e9
-        if peak:
-            pct = {lib: f"{d['gflops']:.0f} ({100 * d['gflops'] / peak:.0f}%)" for lib, d in (("ours", ours),
-                                                                                               ("sb3", sb3))}
-            lines.append(f"| achieved GFLOP/s (% of {peak:.0f} GFLOP/s matmul peak) | {pct['ours']} | {pct['sb3']} "
-                         f"| {_ratio(ours['gflops'], sb3['gflops'])} |")
+                 f"Matmul peak: {_fmt(peak)} GFLOP/s (fp32 256^3 mm, median over every process of this run).", "",
+                 "| implementation | env steps/s (learning) | updates/s | updates/s / SB3's | MFLOP per update "
+                 "| GFLOP/s (% of peak) | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+        for lib, (label, _) in THROUGHPUT_VARIANTS.items():
+            d = med[lib]
+            gflops = d["flops_per_update"] * d["updates_per_s"] / 1e9
+            pct = f"{gflops:.0f} ({100 * gflops / peak:.0f}%)" if peak else f"{gflops:.0f}"
+            lines.append(f"| {label} | {_fmt(d['env_steps_per_s'])} | {_fmt(d['updates_per_s'])} | "
+                         f"{_ratio(d['updates_per_s'], sb3['updates_per_s'])} | {d['flops_per_update'] / 1e6:.0f} | "
+                         f"{pct} | {_fmt(d['peak_rss_mib'])} |")
         emit(lines)
     if "scaling" in sections:
         grid = [("batch", b, settings["net_arch"]) for b in ((16, 32) if quick else (64, 128, 256, 512, 1024))]

@@ -67,14 +67,14 @@ class DiscreteIdentity(gym.Env):
 class ContinuousIdentity(gym.Env):
     """One-step bandit: obs x ~ U[-1, 1], action a in [-2, 2], reward -(a - x)^2 (best: a = x)."""
 
-    def __init__(self) -> None:
-        self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self.action_space = spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
-        self.x = np.zeros(1, dtype=np.float32)
+    def __init__(self, dim: int = 1) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(dim,), dtype=np.float32)
+        self.action_space = spaces.Box(-2.0, 2.0, shape=(dim,), dtype=np.float32)
+        self.x = np.zeros(dim, dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.x = self.np_random.uniform(-1, 1, size=1).astype(np.float32)
+        self.x = self.np_random.uniform(-1, 1, size=self.x.shape).astype(np.float32)
         return self.x.copy(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:

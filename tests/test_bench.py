@@ -23,11 +23,14 @@ def test_bench_quick_throughput_and_envs(tmp_path: Path) -> None:
     result = json.loads((out / "bench.json").read_text())
     md = (out / "bench.md").read_text()
     assert result["machine"]["torch"] and result["machine"]["cores"] >= 1
-    for lib in ("reparl", "sb3"):
-        rows = result["throughput"][lib]
-        assert len(rows) == 2  # one per round, ours and SB3's alternating
+    assert set(result["throughput"]) == {"reparl", "reparl_compiled", "reparl_autograd", "sb3"}
+    for rows in result["throughput"].values():
+        assert len(rows) == 2  # one per round, the variants alternating
         for r in rows:
             assert r["updates_per_s"] > 0 and r["env_steps_per_s"] > 0 and r["peak_rss_mib"] > 0
+    # The hand-written backward does the autograd path's FLOPs, no more.
+    assert result["throughput"]["reparl"][0]["flops_per_update"] == \
+        result["throughput"]["reparl_autograd"][0]["flops_per_update"]
     ours = result["throughput"]["reparl"][0]["flops_per_update"]
     sb3 = result["throughput"]["sb3"][0]["flops_per_update"]
     # Same networks and batch, but our actor loss differentiates the critics' input only, not
@@ -36,7 +39,7 @@ def test_bench_quick_throughput_and_envs(tmp_path: Path) -> None:
     # broke, the counts would be equal.
     assert 0 < ours < sb3
     assert [row["n_envs"] for row in result["envs"]] == [1, 2]
-    assert "| updates/s |" in md and "## Vector envs" in md
+    assert "| SB3 SAC |" in md and "compile=true" in md and "## Vector envs" in md
     assert "## Throughput" in proc.stdout and "## Vector envs" in proc.stdout  # printed as well as written
 
 

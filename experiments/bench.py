@@ -5,7 +5,8 @@ Every measurement runs in a fresh process, one at a time, ours and SB3's alterna
 and noisy, so only same-run ratios mean anything: no figure from a different run is compared.
 
 Sections:
-  throughput  GaussianSAC vs SB3 SAC on Pendulum-v1 at identical settings: env steps/s once
+  throughput  GaussianSAC (defaults, compile=true, and the autograd update) vs SB3 SAC on
+              Pendulum-v1 at identical settings: env steps/s once
               learning has started, pure updates/s, FLOPs per update (counted by
               torch.utils.flop_counter, not assumed), GFLOP/s against the 256^3 fp32 matmul peak
               measured in the same process, and peak memory.

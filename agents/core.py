@@ -520,6 +520,21 @@ class SoftActorCritic:
         self._accumulate(info)
         return info
 
+    def _weight_lists(self) -> tuple[list[Tensor], ...]:
+        """Policy weights, biases; critic weights, biases; target weights, biases. Loading a
+        checkpoint copies into the same Parameter objects, so the lists stay valid."""
+        if getattr(self, "_weights", None) is None:
+            linears = [m for m in self.policy.modules() if isinstance(m, nn.Linear)]
+            c_layers, t_layers = self.critic.layers, self.critic_target.layers
+            self._weights = ([m.weight for m in linears], [m.bias for m in linears], [x.weight for x in c_layers],
+                             [x.bias for x in c_layers], [x.weight for x in t_layers], [x.bias for x in t_layers])
+        return self._weights
+
+    @staticmethod
+    def _set_grads(params: list[Tensor], grads: list[Tensor]) -> None:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.view_as(p)
+
     def _calibrate_alpha(self) -> None:
         """``alpha="auto"``: alpha = mean |r| over the buffer (the warm-up data) / maximum entropy.
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
-from torch import Tensor, nn
+from torch import Tensor
 
 from agents import losses
 from agents.core import SoftActorCritic
@@ -178,26 +178,12 @@ class GaussianSAC(SoftActorCritic):
         self._accumulate(info)
         return info
 
-    def _weight_lists(self) -> tuple[list[Tensor], ...]:
-        """Policy weights, biases; critic weights, biases; target weights, biases. Loading a
-        checkpoint copies into the same Parameter objects, so the lists stay valid."""
-        if getattr(self, "_weights", None) is None:
-            linears = [m for m in self.policy.modules() if isinstance(m, nn.Linear)]
-            c_layers, t_layers = self.critic.layers, self.critic_target.layers
-            self._weights = ([m.weight for m in linears], [m.bias for m in linears], [x.weight for x in c_layers],
-                             [x.bias for x in c_layers], [x.weight for x in t_layers], [x.bias for x in t_layers])
-        return self._weights
-
     def _update_functions(self) -> tuple[Any, Any]:
         """(critic_grads, actor_grads), compiled when ``compile`` is on and compilation works."""
         if not self.hparams["compile"] or getattr(self, "_compile_failed", False):
             return critic_grads, actor_grads
         return _compiled(critic_grads, self), _compiled(actor_grads, self)
 
-    @staticmethod
-    def _set_grads(params: list[Tensor], grads: list[Tensor]) -> None:
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.view_as(p)
 
 
 _COMPILED: dict[str, Any] = {}

@@ -41,7 +41,14 @@ from torch import Tensor
 from agents import losses
 from agents.core import SoftActorCritic
 from agents.distributions import ESTIMATORS, GumbelSoftmax
-from agents.networks import CategoricalPolicy, CriticEnsemble
+from agents.networks import (
+    CategoricalPolicy,
+    CriticEnsemble,
+    ensemble_backward,
+    ensemble_forward,
+    mlp_backward,
+    mlp_forward,
+)
 
 ESTIMATOR_CHOICES = ("exact", *ESTIMATORS)
 CRITIC_CHOICES = ("auto", "heads", "joint", "pairwise")
@@ -138,6 +145,9 @@ class GumbelSAC(SoftActorCritic):
             interaction has rank at most min(K_f, K_g); R = sum over interacting pairs of that
             rank always suffices (one block of dimensions per pair).
         target_entropy_scale: default target entropy is this times the maximum, sum_f log n_f.
+        manual_backward: run the update with the MLPs' gradients written out
+            (:meth:`_manual_train_step`) instead of autograd: the same maths, held equal to the
+            autograd path in float64 by the tests. ``relu_subgradient`` other than 0 always takes autograd.
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.MultiDiscrete)
@@ -167,6 +177,9 @@ class GumbelSAC(SoftActorCritic):
         # factors has rank <= 3 beyond its additive part, so 16 holds five such pairs in disjoint
         # blocks; Combinatorial-v0's ring of eight is exact at 24, which its pairwise config sets.
         "pairwise_rank": 16,
+        # The update with the three MLPs' backward passes written out and one policy pass over
+        # [next_obs; obs] (issue 7): the same maths in fewer ops. False takes the autograd path.
+        "manual_backward": True,
     }
 
     @classmethod
@@ -191,6 +204,8 @@ class GumbelSAC(SoftActorCritic):
             raise ValueError(f"gumbel_rao_k must be >= 1; got {hp['gumbel_rao_k']}")
         if int(hp["diagnostic_interval"]) < 0:
             raise ValueError(f"diagnostic_interval must be >= 0 (0 = off); got {hp['diagnostic_interval']}")
+        if not isinstance(hp["manual_backward"], bool):
+            raise ValueError(f"manual_backward={hp['manual_backward']!r} must be true or false")
         if not 0 <= hp["target_entropy_scale"] <= 1:
             raise ValueError(f"target_entropy_scale must be in [0, 1]; got {hp['target_entropy_scale']}")
 
@@ -257,7 +272,11 @@ class GumbelSAC(SoftActorCritic):
         return self._flat(F.one_hot(actions.long(), max(self.nvec)).float())
 
     def distribution(self, obs: Tensor, masks: Tensor | None = None) -> GumbelSoftmax:
-        return GumbelSoftmax(self.policy(obs), self.current_temperature(), masks, self.nvec)
+        return self._distribution_from(self.policy.net(obs), masks)
+
+    def _distribution_from(self, net_out: Tensor, masks: Tensor | None = None) -> GumbelSoftmax:
+        """The policy's distribution from its MLP's output ``(batch, factors * width)``."""
+        return GumbelSoftmax(self.policy.logits_from(net_out), self.current_temperature(), masks, self.nvec)
 
     def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:
         dist = self.distribution(obs, masks)
@@ -319,23 +338,35 @@ class GumbelSAC(SoftActorCritic):
     # ---------------------------------------------------------------- the three losses' pieces
     def _q(self, critic: CriticEnsemble, obs: Tensor, y_flat: Tensor, detach_params: bool = False) -> Tensor:
         """Q of a (possibly relaxed) flat one-hot action for every critic: (N, B)."""
+        return self._head_q(critic(self._critic_input(obs, y_flat), detach_params), y_flat)
+
+    def _critic_input(self, obs: Tensor, y_flat: Tensor) -> Tensor:
+        """What the critic MLP reads: the observation, and for the joint critic the action too."""
+        return torch.cat([obs, y_flat], dim=-1) if self.critic_kind == "joint" else obs
+
+    def _head_q(self, out: Tensor, y_flat: Tensor) -> Tensor:
+        """The critic MLP's output ``(N, B, out)`` and the action -> Q ``(N, B)`` (see "Critic forms")."""
         if self.critic_kind == "heads":
-            return (critic(obs, detach_params) * y_flat).sum(-1)
+            return (out * y_flat).sum(-1)
         if self.critic_kind == "pairwise":
-            return pairwise_q(critic(obs, detach_params), y_flat, self.factor_membership)
-        return critic(torch.cat([obs, y_flat], dim=-1), detach_params).squeeze(-1)
+            return pairwise_q(out, y_flat, self.factor_membership)
+        return out.squeeze(-1)
 
     def _critic_values(self, obs: Tensor, actions: Tensor) -> Tensor:
         return self._q(self.critic, obs, self._one_hot(actions))
 
-    def _next_value(self, next_obs: Tensor, next_masks: Tensor | None, alpha: Tensor) -> Tensor:
-        dist = self.distribution(next_obs, next_masks)
+    def _next_value(self, next_obs: Tensor, next_masks: Tensor | None, alpha: Tensor,
+                    dist: GumbelSoftmax | None = None, critic: Any = None) -> Tensor:
+        """Soft value of s' under the target critics (``critic``: anything called like a
+        CriticEnsemble; ``dist``: the policy at s', if already computed)."""
+        dist = self.distribution(next_obs, next_masks) if dist is None else dist
+        critic = self.critic_target if critic is None else critic
         if self.critic_kind != "joint":
             # The soft value in closed form, with the same pessimism the exact actor objective uses
             # (see _expected_q), so the target values the policy the way the actor is trained to.
-            return self._expected_q(next_obs, dist, self.critic_target) + alpha * dist.entropy()
+            return self._expected_q(next_obs, dist, critic) + alpha * dist.entropy()
         a = dist.sample()
-        return self._q(self.critic_target, next_obs, self._one_hot(a)).min(0).values + alpha * dist.entropy()
+        return self._q(critic, next_obs, self._one_hot(a)).min(0).values + alpha * dist.entropy()
 
     def _expected_q(self, obs: Tensor, dist: GumbelSoftmax, critic: CriticEnsemble | None = None) -> Tensor:
         """The policy's value under the critic ensemble (default ``self.critic``), in closed form.
@@ -378,8 +409,9 @@ class GumbelSAC(SoftActorCritic):
         y = self._flat(dist.rsample(estimator, **estimator_kwargs))
         return self._q(self.critic, obs, y, detach_params=True).min(0).values
 
-    def _actor_objective(self, obs: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        dist = self.distribution(obs, masks)
+    def _actor_objective(self, obs: Tensor, masks: Tensor | None = None,
+                         dist: GumbelSoftmax | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        dist = self.distribution(obs, masks) if dist is None else dist
         info = {"train/gumbel_temperature": torch.tensor(dist.temperature)}
         return self._policy_q(obs, dist), dist.entropy(), info
 
@@ -396,6 +428,88 @@ class GumbelSAC(SoftActorCritic):
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])  # noqa: E731
         return {"grad/estimator_cosine": F.cosine_similarity(flat(p.grad for p in params), flat(exact), dim=0)}
 
+    # ---------------------------------------------------------------- the update, by hand
+    def train_step(self) -> dict[str, Tensor]:
+        if self.hparams["manual_backward"] and self.hparams["relu_subgradient"] == 0.0:
+            return self._manual_train_step()
+        return super().train_step()
+
+    def _manual_train_step(self) -> dict[str, Tensor]:
+        """:meth:`SoftActorCritic.train_step` with the three MLPs' gradients written out.
+
+        The policy, the critic ensemble and its target run as plain matmuls
+        (:func:`~agents.networks.mlp_forward`, :func:`~agents.networks.ensemble_forward`) and
+        their weight gradients come from the matching ``*_backward``, with no graph. What lies
+        between the MLPs (the critic form's head, the estimator, the entropy: a few small ops on
+        ``(batch, sum(nvec))`` tensors) keeps autograd on leaves cut at the MLPs' outputs, so every
+        critic form, estimator and mask takes this path with the code the autograd path runs. The
+        policy runs once over [next_obs; obs]: its weights do not change between the target and
+        the actor step. Same losses and order as the autograd path (critic step, the actor
+        against the stepped critic, alpha, Polyak) and the same random draws in the same order;
+        the tests hold the two equal in float64 (issue 7: at CartPole's sizes most of an
+        autograd update was bookkeeping around a few matmuls).
+        """
+        hp = self.hparams
+        if self.num_updates == 0 and hp["alpha"] == "auto":
+            self._calibrate_alpha()
+        batch = self.buffer.sample(hp["batch_size"])
+        p_w, p_b, c_w, c_b, t_w, t_b = self._weight_lists()
+        alpha = self.log_alpha.detach().exp()
+        n_b = batch.obs.shape[0]
+        with torch.no_grad():
+            p_acts = mlp_forward(torch.cat([batch.next_obs, batch.obs]), p_w, p_b)
+            next_v = self._next_value(batch.next_obs, batch.next_masks,
+                                      alpha if hp["backup_entropy"] else torch.zeros_like(alpha),
+                                      dist=self._distribution_from(p_acts[-1][:n_b], batch.next_masks),
+                                      critic=_EnsembleForward(t_w, t_b))
+            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, hp["gamma"])
+            y = self._one_hot(batch.actions)
+            c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b)
+        out = c_acts[-1].requires_grad_()
+        c_loss, info = losses.critic_loss(self._head_q(out, y), target)
+        (g_out,) = torch.autograd.grad(c_loss, out)
+        with torch.no_grad():
+            gw, gb, _ = ensemble_backward(c_acts, c_w, g_out)
+        self._set_grads([*c_w, *c_b], [*gw, *gb])
+        info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
+        losses.adam_step(self.critic_optimizer)
+
+        head = p_acts[-1][n_b:].requires_grad_()
+        q, entropy, a_info = self._actor_objective(batch.obs, batch.masks, self._distribution_from(head, batch.masks))
+        a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
+        info.update(a_info)
+        info.update(a_info2)
+        if hp["learn_alpha"]:
+            t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
+            info.update(t_info)
+            g_head, self.log_alpha.grad = torch.autograd.grad(a_loss + t_loss, [head, self.log_alpha])
+        else:
+            (g_head,) = torch.autograd.grad(a_loss, head)
+            info["train/alpha"] = alpha
+        with torch.no_grad():
+            gw, gb = mlp_backward([a[n_b:] for a in p_acts], p_w, g_head)
+        self._set_grads([*p_w, *p_b], [*gw, *gb])
+        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+        info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
+        losses.adam_step(self.actor_optimizer)
+        if hp["learn_alpha"]:
+            losses.adam_step(self.alpha_optimizer)
+        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
+        self.num_updates += 1
+        self._accumulate(info)
+        return info
+
     # ---------------------------------------------------------------- save/load
     def _extra_state(self) -> dict[str, Any]:
         return {"gumbel_temperature": self.current_temperature()}
+
+
+class _EnsembleForward:
+    """A critic ensemble's forward pass from its weight lists, called like a
+    :class:`~agents.networks.CriticEnsemble` (no graph): the target critics in the hand-written update."""
+
+    def __init__(self, weights: list[Tensor], biases: list[Tensor]) -> None:
+        self.weights, self.biases = weights, biases
+
+    def __call__(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        return ensemble_forward(x, self.weights, self.biases)[-1]

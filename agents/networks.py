@@ -227,8 +227,11 @@ class CategoricalPolicy(nn.Module):
         self.register_buffer("padding", pad, persistent=False)
 
     def forward(self, obs: Tensor) -> Tensor:
-        logits = self.net(obs).view(obs.shape[0], len(self.nvec), self.width)
-        return logits + self.padding
+        return self.logits_from(self.net(obs))
+
+    def logits_from(self, out: Tensor) -> Tensor:
+        """The MLP's output ``(batch, factors * width)`` -> padded logits ``(batch, factors, width)``."""
+        return out.view(out.shape[0], len(self.nvec), self.width) + self.padding
 
 
 class GaussianPolicy(nn.Module):

@@ -109,9 +109,17 @@ def run_job(job: Job) -> dict[str, Any]:
             "wall_s": wall, "eval_s": clock["eval_s"], "first_train_s": clock["first_train_s"]}
 
 
+def _median_seconds(rs: list[dict[str, Any]]) -> str:
+    """Median training seconds (evaluation excluded) to the first eval at the threshold; "never"
+    counts as infinitely slow, so the median is "never" once half the seeds never got there."""
+    med = float(np.median([r["first_train_s"] if r["first_train_s"] is not None else np.inf for r in rs]))
+    return "never" if med == np.inf else f"{med:.0f}"
+
+
 def summarize(results: list[dict[str, Any]]) -> str:
     rows = ["| agent | env | seeds | first step ≥ threshold (per seed) | median | final (per seed) | "
-            "min after first | wall s (median) |", "|---|---|---|---|---|---|---|---|"]
+            "min after first | wall s (median) | train s to threshold (median) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["name"], r["env_id"]), []).append(r)
@@ -126,7 +134,7 @@ def summarize(results: list[dict[str, Any]]) -> str:
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
                     f"{'never' if med == float('inf') else f'{med / 1000:g}k'} | "
                     f"{finals} | {mins} | "
-                    f"{np.median([r['wall_s'] for r in rs]):.0f} |")
+                    f"{np.median([r['wall_s'] for r in rs]):.0f} | {_median_seconds(rs)} |")
     return "\n".join(rows)
 
 
@@ -154,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--total", type=int, default=None, help="override every job's env-step budget")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    p.add_argument("--stop-at-threshold", action="store_true",
+                   help="end each run at its first eval >= threshold (a wall-clock race; 'final' is then that eval)")
     args = p.parse_args(argv)
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
     jobs = []
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             hp = base.hp if base.algo.startswith("sb3:") else {**base.hp, **overrides}
             jobs.append(Job(base.name, base.algo, base.env_id, args.total or base.total, base.threshold,
-                            hp, seed, base.eval_every, base.eval_episodes))
+                            hp, seed, base.eval_every, base.eval_episodes, args.stop_at_threshold))
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_job, jobs, chunksize=1)
     table = summarize(results)

@@ -78,7 +78,9 @@ def test_saved_file_is_safetensors_without_pickle(gumbel_file: Path) -> None:
     header = json.loads(raw[8:8 + header_len])
     meta = json.loads(header["__metadata__"]["reparl"])
     assert meta["agent"] == "GumbelSAC" and meta["action_space"]["type"] == "Discrete"
-    assert raw[:1] != b"\x80" and b"cpickle" not in raw.lower() and b"torch._utils" not in raw
+    # safetensors: 8 bytes of header length, then the JSON header; not torch.save's zip ("PK"), and no
+    # pickle opcodes (the first byte is the length's low byte, which may well be 0x80, pickle's PROTO).
+    assert raw[8:9] == b"{" and raw[:2] != b"PK" and b"cpickle" not in raw.lower() and b"torch._utils" not in raw
     from safetensors.torch import load_file
 
     assert "policy.net.0.weight" in load_file(str(gumbel_file))

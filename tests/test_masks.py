@@ -64,10 +64,12 @@ def test_masked_choices_have_probability_exactly_zero_in_the_actor_update(traine
     seen: list[torch.Tensor | None] = []
     objective = trained._actor_objective
 
-    def spy(obs: torch.Tensor, masks: torch.Tensor | None = None) -> Any:
+    def spy(obs: torch.Tensor, masks: torch.Tensor | None = None, dist: Any = None) -> Any:
         seen.append(masks)
         assert torch.equal(masks, obs[:, MASK_START:] > 0.5)  # the sampled states' own masks
-        return objective(obs, masks)
+        if dist is not None:  # the hand-written update builds the distribution from its own policy pass
+            assert bool((dist.probs.reshape(len(masks), -1)[~masks] == 0).all())
+        return objective(obs, masks, dist)
 
     trained._actor_objective = spy
     try:

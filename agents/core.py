@@ -140,6 +140,8 @@ class SoftActorCritic:
             here because ``temperature`` belongs to Gumbel-Softmax).
         train_freq: env steps (per env copy) between rounds of updates.
         gradient_steps: updates per round; the update-to-data ratio is gradient_steps / (train_freq * n_envs).
+        policy_delay: the actor and alpha step on every this-many-th update, the critics on every
+            one (TD3's delayed policy updates, Fujimoto et al. 2018, sec. 5.2; SB3's ``policy_delay``).
         net_arch: hidden widths of the actor and of every critic.
         n_critics: critics in the ensemble; the target takes their minimum (clipped double Q).
         alpha: initial entropy weight, or ``"auto"`` (agents whose entropy has a maximum, i.e.
@@ -161,7 +163,7 @@ class SoftActorCritic:
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
         "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "target_update_rate": 0.005,
-        "train_freq": 1, "gradient_steps": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
+        "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
         "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "relu_subgradient": 0.0, "n_envs": 1,
         "seed": None, "device": "auto",
     }
@@ -280,6 +282,7 @@ class SoftActorCritic:
             "target_update_rate": (0 < hp["target_update_rate"] <= 1, "in (0, 1]"),
             "train_freq": (hp["train_freq"] >= 1, ">= 1"),
             "gradient_steps": (hp["gradient_steps"] >= 0, ">= 0"),
+            "policy_delay": (isinstance(hp["policy_delay"], int) and hp["policy_delay"] >= 1, "an integer >= 1"),
             "n_critics": (hp["n_critics"] >= 1, ">= 1"),
             "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0,
                       '> 0 or "auto"'),
@@ -473,10 +476,15 @@ class SoftActorCritic:
             self._returns[i] = 0.0
             self._lengths[i] = 0
 
+    def _actor_turn(self) -> bool:
+        """Whether this update steps the actor and alpha too (``policy_delay``)."""
+        return self.num_updates % self.hparams["policy_delay"] == 0
+
     def train_step(self) -> dict[str, Tensor]:
         """One gradient step on the critics, the actor and the entropy temperature, then Polyak.
 
         Order as in jaxrl and SB3: the actor is improved against the freshly updated critics.
+        With ``policy_delay`` d > 1 the actor and alpha step only on every d-th update.
         """
         hp = self.hparams
         if self.num_updates == 0 and hp["alpha"] == "auto":
@@ -494,26 +502,27 @@ class SoftActorCritic:
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
         losses.adam_step(self.critic_optimizer)
 
-        q, entropy, a_info = self._actor_objective(batch.obs, batch.masks)
-        a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
-        info.update(a_info)
-        info.update(a_info2)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        if hp["learn_alpha"]:
-            # The temperature loss sees the entropy detached and the actor loss sees alpha detached,
-            # so their parameters are disjoint: one backward through the sum gives both gradients.
-            t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
-            info.update(t_info)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            (a_loss + t_loss).backward()
-        else:
-            a_loss.backward()
-            info["train/alpha"] = alpha
-        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-        info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
-        losses.adam_step(self.actor_optimizer)
-        if hp["learn_alpha"]:
-            losses.adam_step(self.alpha_optimizer)
+        if self._actor_turn():
+            q, entropy, a_info = self._actor_objective(batch.obs, batch.masks)
+            a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
+            info.update(a_info)
+            info.update(a_info2)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            if hp["learn_alpha"]:
+                # The temperature loss sees the entropy detached and the actor loss sees alpha detached,
+                # so their parameters are disjoint: one backward through the sum gives both gradients.
+                t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
+                info.update(t_info)
+                self.alpha_optimizer.zero_grad(set_to_none=True)
+                (a_loss + t_loss).backward()
+            else:
+                a_loss.backward()
+                info["train/alpha"] = alpha
+            info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+            info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
+            losses.adam_step(self.actor_optimizer)
+            if hp["learn_alpha"]:
+                losses.adam_step(self.alpha_optimizer)
 
         losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
         self.num_updates += 1

@@ -150,29 +150,33 @@ class GaussianSAC(SoftActorCritic):
         critic_fn, actor_fn = self._update_functions()
         bounds = (self.policy.log_std_min, self.policy.log_std_max)
         alpha = self.log_alpha.detach().exp()
-        eps = torch.randn(2 * batch.obs.shape[0], self.act_dim, device=self.device, dtype=batch.obs.dtype)
+        actor_turn = self._actor_turn()
+        n_b = batch.obs.shape[0]
+        eps = torch.randn((2 if actor_turn else 1) * n_b, self.act_dim, device=self.device, dtype=batch.obs.dtype)
         with torch.no_grad():
             c_grads, saved, c_info = critic_fn(batch.obs, batch.actions, batch.rewards, batch.terminated,
                                                batch.next_obs, eps, alpha, p_w, p_b, c_w, c_b, t_w, t_b, bounds,
-                                               hp["gamma"], hp["backup_entropy"])
+                                               hp["gamma"], hp["backup_entropy"], actor_turn)
             self._set_grads([*c_w, *c_b], c_grads)
         info = {**c_info, "grad/critic_norm": losses.grad_norm(self.critic.parameters())}
         losses.adam_step(self.critic_optimizer)
 
-        with torch.no_grad():
-            a_grads, a_info = actor_fn(batch.obs, saved, eps[batch.obs.shape[0]:], alpha, p_w, c_w, c_b, bounds)
-            self._set_grads([*p_w, *p_b], a_grads)
-        info.update(a_info)
-        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-        losses.adam_step(self.actor_optimizer)
-        if hp["learn_alpha"]:
-            # log_alpha * (H - H_target): its gradient is the batch mean of H - H_target.
-            g_alpha = a_info["train/entropy"] - self.target_entropy
-            info.update({"train/alpha_loss": self.log_alpha.detach() * g_alpha, "train/alpha": alpha})
-            self.log_alpha.grad = g_alpha.reshape(self.log_alpha.shape)
-            losses.adam_step(self.alpha_optimizer)
-        else:
-            info["train/alpha"] = alpha
+        if actor_turn:
+            with torch.no_grad():
+                a_grads, a_info = actor_fn(batch.obs, saved, eps[n_b:], alpha, p_w, c_w, c_b, bounds)
+                self._set_grads([*p_w, *p_b], a_grads)
+            info.update(a_info)
+            info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+            losses.adam_step(self.actor_optimizer)
+            if hp["learn_alpha"]:
+                # log_alpha * (H - H_target): its gradient is the batch mean of H - H_target.
+                g_alpha = a_info["train/entropy"] - self.target_entropy
+                info.update({"train/alpha_loss": self.log_alpha.detach() * g_alpha, "train/alpha": alpha})
+                self.log_alpha.grad = g_alpha.reshape(self.log_alpha.shape)
+                losses.adam_step(self.alpha_optimizer)
+            else:
+                info["train/alpha"] = alpha
+
         losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
         self.num_updates += 1
         self._accumulate(info)
@@ -230,16 +234,18 @@ def _policy_sample(acts_out: Tensor, eps: Tensor, bounds: tuple[float, float]) -
 def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tensor, next_obs: Tensor, eps: Tensor,
                  alpha: Tensor, p_w: list[Tensor], p_b: list[Tensor], c_w: list[Tensor], c_b: list[Tensor],
                  t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float,
-                 backup_entropy: bool) -> tuple[list[Tensor], dict[str, Tensor], dict[str, Tensor]]:
+                 backup_entropy: bool, with_actor: bool = True
+                 ) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
     """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, summed over the
     ensemble) for weights ``c_w`` then biases ``c_b``; what the actor step reuses; metrics.
 
     The policy runs once over [next_obs; obs] (``eps`` holds both halves' noise): rows :B give
     the target's next action, rows B: the actor loss's action. The actor's weights do not change
-    between the two uses, so this is the same computation as two passes.
+    between the two uses, so this is the same computation as two passes. ``with_actor=False``
+    (an update the actor skips, ``policy_delay``) runs it over next_obs alone and saves nothing.
     """
     n_b = obs.shape[0]
-    p_acts = mlp_forward(torch.cat([next_obs, obs]), p_w, p_b)
+    p_acts = mlp_forward(torch.cat([next_obs, obs]) if with_actor else next_obs, p_w, p_b)
     action, log_prob, tanh_raw, std = _policy_sample(p_acts[-1], eps, bounds)
     next_q = ensemble_forward(torch.cat([next_obs, action[:n_b]], dim=-1), t_w, t_b)[-1].squeeze(-1)
     next_v = next_q.min(0).values
@@ -252,7 +258,7 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
     loss = 0.5 * err.square().mean(1).sum()
     gw, gb, _ = ensemble_backward(c_acts, c_w, (err / n_b).unsqueeze(-1))
     saved = {"p_acts": [t[n_b:] for t in p_acts], "action": action[n_b:], "log_prob": log_prob[n_b:],
-             "tanh_raw": tanh_raw[n_b:], "std": std[n_b:]}
+             "tanh_raw": tanh_raw[n_b:], "std": std[n_b:]} if with_actor else None
     return [*gw, *gb], saved, {"train/critic_loss": loss, "train/q_mean": q.mean(), "train/target_mean": target.mean()}
 
 

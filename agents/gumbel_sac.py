@@ -456,8 +456,9 @@ class GumbelSAC(SoftActorCritic):
         p_w, p_b, c_w, c_b, t_w, t_b = self._weight_lists()
         alpha = self.log_alpha.detach().exp()
         n_b = batch.obs.shape[0]
+        actor_turn = self._actor_turn()
         with torch.no_grad():
-            p_acts = mlp_forward(torch.cat([batch.next_obs, batch.obs]), p_w, p_b)
+            p_acts = mlp_forward(torch.cat([batch.next_obs, batch.obs]) if actor_turn else batch.next_obs, p_w, p_b)
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha),
                                       dist=self._distribution_from(p_acts[-1][:n_b], batch.next_masks),
@@ -474,26 +475,29 @@ class GumbelSAC(SoftActorCritic):
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
         losses.adam_step(self.critic_optimizer)
 
-        head = p_acts[-1][n_b:].requires_grad_()
-        q, entropy, a_info = self._actor_objective(batch.obs, batch.masks, self._distribution_from(head, batch.masks))
-        a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
-        info.update(a_info)
-        info.update(a_info2)
-        if hp["learn_alpha"]:
-            t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
-            info.update(t_info)
-            g_head, self.log_alpha.grad = torch.autograd.grad(a_loss + t_loss, [head, self.log_alpha])
-        else:
-            (g_head,) = torch.autograd.grad(a_loss, head)
-            info["train/alpha"] = alpha
-        with torch.no_grad():
-            gw, gb = mlp_backward([a[n_b:] for a in p_acts], p_w, g_head)
-        self._set_grads([*p_w, *p_b], [*gw, *gb])
-        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-        info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
-        losses.adam_step(self.actor_optimizer)
-        if hp["learn_alpha"]:
-            losses.adam_step(self.alpha_optimizer)
+        if actor_turn:
+            head = p_acts[-1][n_b:].requires_grad_()
+            dist = self._distribution_from(head, batch.masks)
+            q, entropy, a_info = self._actor_objective(batch.obs, batch.masks, dist)
+            a_loss, a_info2 = losses.actor_loss(q, entropy, alpha)
+            info.update(a_info)
+            info.update(a_info2)
+            if hp["learn_alpha"]:
+                t_loss, t_info = losses.temperature_loss(self.log_alpha, entropy, self.target_entropy)
+                info.update(t_info)
+                g_head, self.log_alpha.grad = torch.autograd.grad(a_loss + t_loss, [head, self.log_alpha])
+            else:
+                (g_head,) = torch.autograd.grad(a_loss, head)
+                info["train/alpha"] = alpha
+            with torch.no_grad():
+                gw, gb = mlp_backward([a[n_b:] for a in p_acts], p_w, g_head)
+            self._set_grads([*p_w, *p_b], [*gw, *gb])
+            info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+            info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
+            losses.adam_step(self.actor_optimizer)
+            if hp["learn_alpha"]:
+                losses.adam_step(self.alpha_optimizer)
+
         losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
         self.num_updates += 1
         self._accumulate(info)

@@ -233,6 +233,7 @@ def test_multidiscrete_env_learns_without_invalid_actions() -> None:
     {"estimator": "foo"}, {"temperature": 0.0}, {"estimator": "reinmax", "temperature": 0.5},
     {"estimator": "reinmax", "temperature": 1.0, "temperature_schedule": "linear", "temperature_min": 0.5},
     {"critic": "x"}, {"gumbel_rao_k": 0}, {"target_entropy_scale": 2.0}, {"temperature_schedule": "cosine"},
+    {"policy_delay": 0}, {"policy_delay": 1.5},
 ])
 def test_invalid_hyperparameters_raise(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -334,3 +335,21 @@ def test_backup_entropy_false_drops_the_bonus_from_the_target() -> None:
 def test_auto_alpha_refused_where_entropy_is_unbounded() -> None:
     with pytest.raises(ValueError, match="alpha='auto'.*GaussianSAC.*alpha=1.0"):
         GaussianSAC("Pendulum-v1", alpha="auto", **SMALL)
+
+
+@pytest.mark.parametrize("case", ["gumbel", "gaussian"])
+@pytest.mark.parametrize("manual", [True, False])
+def test_policy_delay_steps_the_actor_and_alpha_on_every_dth_update(case: str, manual: bool) -> None:
+    agent = trained(case, 49, policy_delay=3, manual_backward=manual)  # warm-up only: no update yet
+    assert agent.num_updates == 0
+    moved = []
+    for _ in range(7):
+        before = [p.clone() for p in (*agent.policy.parameters(), agent.log_alpha, *agent.critic.parameters())]
+        info = agent.train_step()
+        after = [*agent.policy.parameters(), agent.log_alpha, *agent.critic.parameters()]
+        n_actor = len(list(agent.policy.parameters())) + 1
+        same = [torch.equal(b, a) for b, a in zip(before, after, strict=True)]
+        moved.append((not all(same[:n_actor]), not any(same[n_actor:]), "train/actor_loss" in info))
+    actor_turns = [True, False, False, True, False, False, True]
+    assert [m[0] for m in moved] == actor_turns and [m[2] for m in moved] == actor_turns
+    assert all(m[1] for m in moved)  # every critic tensor moves on every update

@@ -5,6 +5,9 @@ truncation (a time limit is not a property of the MDP; Pardo et al. 2018, "Time 
 and only a true termination cuts the return. Action masks are stored for both states: ``masks``
 (the stored observation's) keeps the actor's update off actions that were illegal where it acted,
 and ``next_masks`` keeps the Bellman target off actions illegal in the next state.
+
+n-step returns (``sample(n_step=n)``) follow each env copy's own transitions, which sit ``stride``
+(the number of env copies) rows apart, and stop at the episode's end or at the newest transition.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class Batch(NamedTuple):
     truncated: Tensor
     masks: Tensor | None
     next_masks: Tensor | None
+    discount: Tensor | None = None
+    """Per transition, gamma ** k for the k rewards summed into ``rewards`` (``sample(n_step > 1)``
+    only; with one step the agent's gamma applies)."""
 
 
 class ReplayBuffer:
@@ -65,14 +71,18 @@ class ReplayBuffer:
         action_dtype: ``torch.long`` for categorical, ``torch.float32`` for Box.
         mask_size: length of the flat action mask, or None when the env has none. Both ``masks``
             and ``next_masks`` default to all-True (every action allowed).
+        stride: rows between one env copy's consecutive transitions: the number of copies, whose
+            transitions each :meth:`add` writes in the same order every time. Only n-step sampling
+            reads it.
     """
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
                  action_dtype: torch.dtype, device: torch.device | str = "cpu", mask_size: int | None = None,
-                 obs_dtype: torch.dtype = torch.float32) -> None:
+                 obs_dtype: torch.dtype = torch.float32, stride: int = 1) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1; got {capacity}")
         self.capacity = int(capacity)
+        self.stride = int(stride)
         self.device = torch.device(device)
         kw = {"device": self.device}
         self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, **kw)
@@ -120,16 +130,46 @@ class ReplayBuffer:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
-        """Uniform sample with replacement."""
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, n_step: int = 1,
+               gamma: float = 0.99) -> Batch:
+        """Uniform sample with replacement.
+
+        With ``n_step`` n > 1, each sampled transition t carries the discounted sum of the rewards
+        of t, t+1, ..., t+k-1 of its env copy, and the next observation, next mask and
+        ``terminated`` of t+k-1, with ``discount`` gamma ** k. k is n, or fewer where the episode
+        ends (terminated or truncated) or the buffer holds no later transition of that copy yet.
+        The Bellman target r + discount * (1 - terminated) * V(s') is then the n-step one (Sutton
+        & Barto 2018, sec. 7.1; Rainbow's n = 3). Rewards after t come from the behaviour policy,
+        not corrected for being off-policy, as in Rainbow and R2D2.
+        """
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device="cpu")
         if self.device.type != "cpu":
             idx = idx.to(self.device, non_blocking=True)
+        if n_step > 1:
+            return self._sample_n_step(idx, n_step, gamma)
         return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
                      self.terminated[idx], self.truncated[idx],
                      *(m[idx] if m is not None else None for m in (self.masks, self.next_masks)))
+
+    def _sample_n_step(self, idx: Tensor, n_step: int, gamma: float) -> Batch:
+        offsets = torch.arange(n_step, device=idx.device) * self.stride
+        rows = (idx.unsqueeze(1) + offsets) % self.capacity  # (B, n): t, t+1, ... of the same copy
+        written_after = (self.pos - 1 - idx) % self.capacity  # rows written since t (the newest is pos - 1)
+        exists = offsets <= written_after.unsqueeze(1)
+        ended = (self.terminated[rows] + self.truncated[rows]) > 0
+        # Step j counts if it exists and no earlier step ended the episode: a prefix of each row.
+        alive = torch.cumprod(torch.cat([torch.ones_like(ended[:, :1]), ~ended[:, :-1]], 1).to(torch.int8), 1)
+        counted = exists & alive.bool()
+        k = counted.sum(1)
+        last = rows.gather(1, (k - 1).unsqueeze(1)).squeeze(1)
+        powers = gamma ** torch.arange(n_step + 1, device=idx.device, dtype=self.rewards.dtype)
+        rewards = (self.rewards[rows] * powers[:n_step] * counted).sum(1)
+        return Batch(self.obs[idx], self.actions[idx], rewards, self.next_obs[last], self.terminated[last],
+                     self.truncated[last], *(m[i] if m is not None else None
+                                             for m, i in ((self.masks, idx), (self.next_masks, last))),
+                     discount=powers[k])
 
     def state_dict(self) -> dict[str, Tensor]:
         """The filled part of every field, for checkpoints."""

@@ -26,7 +26,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from agents import losses
-from agents.buffer import ReplayBuffer, check_fits
+from agents.buffer import Batch, ReplayBuffer, check_fits
 from agents.checkpoint import (
     FORMAT,
     env_state,
@@ -136,6 +136,11 @@ class SoftActorCritic:
         learning_starts: env steps of uniform random actions before updates begin.
         batch_size: transitions per gradient step.
         gamma: discount.
+        n_step: rewards summed into each critic target before it bootstraps: r_t + ... +
+            gamma^(n-1) r_(t+n-1) + gamma^n V(s_(t+n)), stopping early at an episode's end
+            (:meth:`agents.buffer.ReplayBuffer.sample`). Not corrected for being off-policy, as in
+            Rainbow (Hessel et al. 2018, n = 3). Values above 1 need ``backup_entropy=False`` (the
+            soft target would also need the entropy bonus of every step in between).
         target_update_rate: Polyak rate of the target critics (``tau`` in most SAC code; renamed
             here because ``temperature`` belongs to Gumbel-Softmax).
         train_freq: env steps (per env copy) between rounds of updates.
@@ -162,7 +167,7 @@ class SoftActorCritic:
     other_agent: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
-        "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "target_update_rate": 0.005,
+        "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "n_step": 1, "target_update_rate": 0.005,
         "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
         "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "relu_subgradient": 0.0, "n_envs": 1,
         "seed": None, "device": "auto",
@@ -283,6 +288,10 @@ class SoftActorCritic:
             "train_freq": (hp["train_freq"] >= 1, ">= 1"),
             "gradient_steps": (hp["gradient_steps"] >= 0, ">= 0"),
             "policy_delay": (isinstance(hp["policy_delay"], int) and hp["policy_delay"] >= 1, "an integer >= 1"),
+            "n_step": (isinstance(hp["n_step"], int) and hp["n_step"] >= 1
+                       and (hp["n_step"] == 1 or not hp["backup_entropy"]),
+                       "an integer >= 1, and 1 unless backup_entropy is false: the soft target would need every "
+                       "intermediate step's entropy bonus; set backup_entropy: false or n_step: 1"),
             "n_critics": (hp["n_critics"] >= 1, ">= 1"),
             "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0,
                       '> 0 or "auto"'),
@@ -360,7 +369,8 @@ class SoftActorCritic:
             check_fits(ReplayBuffer.nbytes_for(self.hparams["buffer_size"], (self.obs_dim,), shape, mask_size),
                        self.device, f"a replay buffer of {self.hparams['buffer_size']:,} transitions")
             self.buffer = ReplayBuffer(self.hparams["buffer_size"], (self.obs_dim,), shape, dtype,
-                                       self.device, mask_size=mask_size)
+                                       self.device, mask_size=mask_size,
+                                       stride=self.env.num_envs if self.env is not None else 1)
         return self.buffer
 
     def _mask_size(self) -> int | None:
@@ -397,6 +407,12 @@ class SoftActorCritic:
             self._prev_done = np.zeros(n_envs, dtype=bool)
         autoreset = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         next_step_mode = autoreset in (gym.vector.AutoresetMode.NEXT_STEP, "NextStep")
+        if next_step_mode and hp["n_step"] > 1:
+            # The reset steps of NEXT_STEP autoreset store nothing, so one copy's transitions are no
+            # longer a fixed number of rows apart, which n-step sampling relies on.
+            raise ValueError(f"n_step={hp['n_step']} needs a vector env with SAME_STEP autoreset (what env ids get "
+                             "here); this one resets on the next step. Pass the env id, build the vector env "
+                             "with autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, or set n_step=1.")
         prev_done = self._prev_done
         end = self.num_timesteps + total_timesteps
         bar = None
@@ -476,6 +492,14 @@ class SoftActorCritic:
             self._returns[i] = 0.0
             self._lengths[i] = 0
 
+    def _sample(self) -> Batch:
+        hp = self.hparams
+        return self.buffer.sample(hp["batch_size"], n_step=hp["n_step"], gamma=hp["gamma"])
+
+    def _discount(self, batch: Batch) -> float | Tensor:
+        """What multiplies V(s') in the target: gamma, or gamma^k per transition for n-step returns."""
+        return self.hparams["gamma"] if batch.discount is None else batch.discount
+
     def _actor_turn(self) -> bool:
         """Whether this update steps the actor and alpha too (``policy_delay``)."""
         return self.num_updates % self.hparams["policy_delay"] == 0
@@ -489,13 +513,13 @@ class SoftActorCritic:
         hp = self.hparams
         if self.num_updates == 0 and hp["alpha"] == "auto":
             self._calibrate_alpha()
-        batch = self.buffer.sample(hp["batch_size"])
+        batch = self._sample()
         alpha = self.log_alpha.detach().exp()
 
         with torch.no_grad():
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha))
-            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, hp["gamma"])
+            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch))
         c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target)
         self.critic_optimizer.zero_grad(set_to_none=True)
         c_loss.backward()

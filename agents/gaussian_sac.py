@@ -145,7 +145,7 @@ class GaussianSAC(SoftActorCritic):
         hp = self.hparams
         if self.num_updates == 0 and hp["alpha"] == "auto":
             self._calibrate_alpha()
-        batch = self.buffer.sample(hp["batch_size"])
+        batch = self._sample()
         p_w, p_b, c_w, c_b, t_w, t_b = self._weight_lists()
         critic_fn, actor_fn = self._update_functions()
         bounds = (self.policy.log_std_min, self.policy.log_std_max)
@@ -156,7 +156,7 @@ class GaussianSAC(SoftActorCritic):
         with torch.no_grad():
             c_grads, saved, c_info = critic_fn(batch.obs, batch.actions, batch.rewards, batch.terminated,
                                                batch.next_obs, eps, alpha, p_w, p_b, c_w, c_b, t_w, t_b, bounds,
-                                               hp["gamma"], hp["backup_entropy"], actor_turn)
+                                               self._discount(batch), hp["backup_entropy"], actor_turn)
             self._set_grads([*c_w, *c_b], c_grads)
         info = {**c_info, "grad/critic_norm": losses.grad_norm(self.critic.parameters())}
         losses.adam_step(self.critic_optimizer)
@@ -233,7 +233,7 @@ def _policy_sample(acts_out: Tensor, eps: Tensor, bounds: tuple[float, float]) -
 
 def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tensor, next_obs: Tensor, eps: Tensor,
                  alpha: Tensor, p_w: list[Tensor], p_b: list[Tensor], c_w: list[Tensor], c_b: list[Tensor],
-                 t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float,
+                 t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float | Tensor,
                  backup_entropy: bool, with_actor: bool = True
                  ) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
     """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, summed over the

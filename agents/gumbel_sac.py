@@ -452,7 +452,7 @@ class GumbelSAC(SoftActorCritic):
         hp = self.hparams
         if self.num_updates == 0 and hp["alpha"] == "auto":
             self._calibrate_alpha()
-        batch = self.buffer.sample(hp["batch_size"])
+        batch = self._sample()
         p_w, p_b, c_w, c_b, t_w, t_b = self._weight_lists()
         alpha = self.log_alpha.detach().exp()
         n_b = batch.obs.shape[0]
@@ -463,7 +463,7 @@ class GumbelSAC(SoftActorCritic):
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha),
                                       dist=self._distribution_from(p_acts[-1][:n_b], batch.next_masks),
                                       critic=_EnsembleForward(t_w, t_b))
-            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, hp["gamma"])
+            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch))
             y = self._one_hot(batch.actions)
             c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b)
         out = c_acts[-1].requires_grad_()

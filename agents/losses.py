@@ -23,8 +23,9 @@ def critic_loss(q: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
                   "train/target_mean": target.detach().mean()}
 
 
-def soft_bellman_target(rewards: Tensor, terminated: Tensor, next_value: Tensor, gamma: float) -> Tensor:
-    """r + gamma * (1 - terminated) * V(s'). A truncated step still bootstraps."""
+def soft_bellman_target(rewards: Tensor, terminated: Tensor, next_value: Tensor, gamma: float | Tensor) -> Tensor:
+    """r + gamma * (1 - terminated) * V(s'). A truncated step still bootstraps. ``gamma`` may be
+    per transition (gamma^k of an n-step return)."""
     return rewards + gamma * (1.0 - terminated) * next_value
 
 

@@ -62,7 +62,8 @@ def test_state_dict_round_trip() -> None:
     for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "masks", "next_masks"):
         assert torch.equal(getattr(other, k), getattr(buf, k)), k
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert all(torch.equal(a, b) for a, b in zip(buf.sample(16, g1), other.sample(16, g2), strict=True))
+    pairs = zip(buf.sample(16, g1), other.sample(16, g2), strict=True)
+    assert all(a is b is None or torch.equal(a, b) for a, b in pairs)
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(3, (1,), (1,), torch.long, mask_size=3).load_state_dict(state)
 
@@ -130,3 +131,69 @@ def test_same_step_vector_env_matches_counter() -> None:
     obs, nxt, _, trunc = _stored(agent)
     assert len(obs) == 12 and np.array_equal(nxt, obs + 1)
     assert np.array_equal(trunc == 1, nxt == 3)
+
+
+def _n_step_reference(log: list[dict[str, Any]], t: int, n: int, gamma: float) -> tuple[float, int, int, float]:
+    """From the write-ordered log: (n-step reward sum, id of the last transition used, its
+    terminated flag, gamma ** k), following transition ``t``'s env copy."""
+    first = next(i for i, x in enumerate(log) if x["id"] == t)
+    copy = log[first]["copy"]
+    steps = [log[first]]
+    later = [x for x in log[first + 1:] if x["copy"] == copy]
+    while len(steps) < n and not (steps[-1]["term"] or steps[-1]["trunc"]) and later:
+        steps.append(later.pop(0))
+    total = sum(gamma ** j * x["reward"] for j, x in enumerate(steps))
+    return total, steps[-1]["id"], steps[-1]["term"], gamma ** len(steps)
+
+
+@pytest.mark.parametrize("n_step", [2, 3, 5])
+def test_n_step_sample_matches_each_copy_s_own_trajectory(n_step: int) -> None:
+    """Two env copies with episodes that end by termination and by truncation, in a buffer of 13
+    rows (not a multiple of the stride) that has wrapped around several times, sampled right up to
+    the newest transitions, whose later steps do not exist yet."""
+    rng = np.random.default_rng(0)
+    gamma, copies = 0.9, 2
+    buf = ReplayBuffer(13, (1,), (1,), torch.long, stride=copies)
+    log: list[dict[str, Any]] = []
+    next_id = 0
+    for _ in range(40):
+        ids = np.arange(next_id, next_id + copies)
+        next_id += copies
+        rewards = rng.normal(size=copies).astype(np.float32)
+        term = (rng.random(copies) < 0.15).astype(np.float32)
+        trunc = ((rng.random(copies) < 0.1) & (term == 0)).astype(np.float32)
+        buf.add(ids[:, None].astype(np.float32), np.zeros((copies, 1), dtype=np.int64), rewards,
+                ids[:, None].astype(np.float32) + 0.5, term, trunc)
+        log += [{"id": int(i), "copy": c, "reward": float(r), "term": int(a), "trunc": int(b)}
+                for c, (i, r, a, b) in enumerate(zip(ids, rewards, term, trunc, strict=True))]
+    log = log[-13:]  # what the buffer still holds
+    batch = buf.sample(400, torch.Generator().manual_seed(1), n_step=n_step, gamma=gamma)
+    seen_short = 0
+    for obs, reward, next_obs, terminated, discount in zip(batch.obs[:, 0].tolist(), batch.rewards.tolist(),
+                                                          batch.next_obs[:, 0].tolist(), batch.terminated.tolist(),
+                                                          batch.discount.tolist(), strict=True):
+        total, last, last_term, disc = _n_step_reference(log, int(obs), n_step, gamma)
+        assert reward == pytest.approx(total, abs=1e-5) and next_obs == last + 0.5
+        assert terminated == last_term and discount == pytest.approx(disc)
+        seen_short += disc > gamma ** n_step * 1.0001
+    assert 0 < seen_short < 400  # both cut-short and full windows were drawn
+
+
+def test_one_step_sample_is_unchanged_by_the_n_step_path() -> None:
+    buf = ReplayBuffer(10, (1,), (1,), torch.long, stride=2)
+    _fill(buf, 0, 8)
+    a = buf.sample(50, torch.Generator().manual_seed(0))
+    b = buf.sample(50, torch.Generator().manual_seed(0), n_step=1, gamma=0.5)
+    assert b.discount is None and all(torch.equal(x, y) for x, y in zip(a[:6], b[:6], strict=True))
+
+
+def test_n_step_agents_learn_and_refuse_what_they_cannot_do() -> None:
+    agent = GumbelSAC("CartPole-v1", **{**SMALL, "learning_starts": 50, "n_envs": 2}, n_step=3)
+    agent.learn(120)
+    assert agent.num_updates > 0 and agent.buffer.stride == 2
+    with pytest.raises(ValueError, match="n_step"):  # the soft target would miss the entropy of the steps between
+        GaussianSAC("Pendulum-v1", **SMALL, n_step=3)
+    next_step = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync",
+                             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP})
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        GumbelSAC(next_step, **SMALL, n_step=3).learn(10)

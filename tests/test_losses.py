@@ -17,18 +17,19 @@ SMALL: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 32, "learning_start
                          "seed": 0, "device": "cpu"}
 
 
-FACTORIES: dict[str, Callable[[], SoftActorCritic]] = {
-    **{f"cartpole-{est}": (lambda est=est: GumbelSAC("CartPole-v1", estimator=est, **SMALL))
+FACTORIES: dict[str, Callable[..., SoftActorCritic]] = {
+    **{f"cartpole-{est}": (lambda est=est, **kw: GumbelSAC("CartPole-v1", estimator=est, **SMALL, **kw))
        for est in ("exact", "st", "soft", "gumbel-rao", "reinmax")},
-    **{f"multidiscrete-joint-{est}": (lambda est=est: GumbelSAC(MultiDiscreteTarget(), estimator=est, **SMALL))
+    **{f"multidiscrete-joint-{est}": (lambda est=est, **kw: GumbelSAC(MultiDiscreteTarget(), estimator=est,
+                                                                     **SMALL, **kw))
        for est in ("st", "gumbel-rao")},
-    "pendulum": lambda: GaussianSAC("Pendulum-v1", **SMALL),
+    "pendulum": lambda **kw: GaussianSAC("Pendulum-v1", **SMALL, **kw),
 }
 CASES = list(FACTORIES)
 
 
-def make(case: str) -> SoftActorCritic:
-    return FACTORIES[case]()
+def make(case: str, **hp: Any) -> SoftActorCritic:
+    return FACTORIES[case](**hp)
 
 
 def _nonzero(g: Tensor | None) -> bool:
@@ -37,10 +38,10 @@ def _nonzero(g: Tensor | None) -> bool:
 
 @pytest.mark.parametrize("case", CASES)
 def test_gradient_isolation_inside_train_step(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each loss, as train_step builds it, reaches only its own parameters (the autograd path:
-    GaussianSAC's hand-written update builds no graph, and equals this path in float64,
+    """Each loss, as train_step builds it, reaches only its own parameters (the autograd path: the
+    hand-written updates build no graph through the networks, and equal this path in float64,
     tests/test_manual_update.py)."""
-    agent = GaussianSAC("Pendulum-v1", manual_backward=False, **SMALL) if case == "pendulum" else make(case)
+    agent = make(case, manual_backward=False)
     if case.startswith("multidiscrete"):
         assert agent.critic_kind == "joint"
     agent.learn(40)  # fills the buffer, a few real updates

@@ -114,6 +114,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 # ------------------------------------------------------------------------------- the core
 
 
@@ -287,8 +291,8 @@ class SoftActorCritic:
             "target_update_rate": (0 < hp["target_update_rate"] <= 1, "in (0, 1]"),
             "train_freq": (hp["train_freq"] >= 1, ">= 1"),
             "gradient_steps": (hp["gradient_steps"] >= 0, ">= 0"),
-            "policy_delay": (isinstance(hp["policy_delay"], int) and hp["policy_delay"] >= 1, "an integer >= 1"),
-            "n_step": (isinstance(hp["n_step"], int) and hp["n_step"] >= 1
+            "policy_delay": (_is_int(hp["policy_delay"]) and hp["policy_delay"] >= 1, "an integer >= 1"),
+            "n_step": (_is_int(hp["n_step"]) and hp["n_step"] >= 1
                        and (hp["n_step"] == 1 or not hp["backup_entropy"]),
                        "an integer >= 1, and 1 unless backup_entropy is false: the soft target would need every "
                        "intermediate step's entropy bonus; set backup_entropy: false or n_step: 1"),
@@ -503,6 +507,10 @@ class SoftActorCritic:
     def _actor_turn(self) -> bool:
         """Whether this update steps the actor and alpha too (``policy_delay``)."""
         return self.num_updates % self.hparams["policy_delay"] == 0
+
+    def _actor_updates(self) -> int:
+        """Actor steps taken before this update (``policy_delay`` counts only every d-th update)."""
+        return -(-self.num_updates // self.hparams["policy_delay"])
 
     def train_step(self) -> dict[str, Tensor]:
         """One gradient step on the critics, the actor and the entropy temperature, then Polyak.
@@ -764,10 +772,13 @@ class SoftActorCritic:
         tensors, meta = read_checkpoint(path)
         if meta.get("agent") != type(self).__name__:
             raise ValueError(f"{path} is a {meta.get('agent')} checkpoint, not {type(self).__name__}")
-        differ = sorted(k for k in self.hparams if k != "device" and meta["hparams"].get(k) != self.hparams[k])
+        # A key the checkpoint predates ran with its behaviour_before value, or else today's default
+        # (the key was added with the old behaviour as its default: policy_delay, n_step, ...).
+        saved = {k: meta["hparams"].get(k, self.behaviour_before.get(k, self.defaults[k])) for k in self.hparams}
+        differ = sorted(k for k in self.hparams if k != "device" and saved[k] != self.hparams[k])
         if differ:
             raise ValueError(f"{path} was written with other hyperparameters: "
-                             + ", ".join(f"{k}={meta['hparams'].get(k)!r} (here {self.hparams[k]!r})" for k in differ))
+                             + ", ".join(f"{k}={saved[k]!r} (here {self.hparams[k]!r})" for k in differ))
         self.load_state_tensors(tensors, meta, source=str(path))
         resume = meta["checkpoint"]
         groups = [tuple(keys) for keys, _ in resume["info_groups"]]
@@ -801,6 +812,11 @@ class SoftActorCritic:
                 self._last_obs, _ = self.env.reset()
                 self._returns, self._lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
                 self._prev_done = np.zeros(n, dtype=bool)
+                if self.buffer is not None and len(self.buffer) >= n:
+                    # Each copy's last stored step now ends its episode (a truncation: it still
+                    # bootstraps from its own next observation), so n-step windows stop there
+                    # instead of running on into the fresh episode.
+                    self.buffer.truncated[(self.buffer.pos - n + torch.arange(n)) % self.buffer.capacity] = 1.0
         # RNGs last: nothing above may consume them after they are set.
         random.setstate(tuplify(resume["python_random"]))
         np.random.set_state(numpy_state(resume["numpy_random"]))

@@ -136,7 +136,7 @@ class GumbelSAC(SoftActorCritic):
         temperature_rate: exponential decay rate per env step.
         temperature_anneal_steps: env steps of the linear schedule.
         gumbel_rao_k: conditional Gumbel draws averaged by ``"gumbel-rao"``.
-        diagnostic_interval: every this many updates, log ``grad/estimator_cosine``, the cosine
+        diagnostic_interval: every this many actor updates, log ``grad/estimator_cosine``, the cosine
             between the actor's gradient and the exact-expectation gradient on the same batch
             (wherever ``"exact"`` is possible; one extra actor forward/backward; 0 turns it off).
         critic: ``"heads"``, ``"joint"``, ``"pairwise"`` (MultiDiscrete only), or ``"auto"`` (heads
@@ -419,7 +419,8 @@ class GumbelSAC(SoftActorCritic):
         """Is the estimator pointing the right way? Cosine between the actor gradient just computed
         and the exact-expectation gradient of the same loss on the same batch (issue 6)."""
         interval = int(self.hparams["diagnostic_interval"])
-        if interval == 0 or self.num_updates % interval or not self.has_exact or self.hparams["estimator"] == "exact":
+        if interval == 0 or self._actor_updates() % interval or not self.has_exact \
+                or self.hparams["estimator"] == "exact":
             return {}
         params = [p for p in self.policy.parameters() if p.grad is not None]
         dist = self.distribution(obs, masks)

@@ -302,7 +302,9 @@ def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: in
                  "|---" * (len(libs) + 1) + "|"]
         for seed in seeds:
             for lib in libs if seed % 2 == 0 else libs[::-1]:
-                extra = tiny if quick else (RACE_VARIANTS[lib][1] if lib in RACE_VARIANTS else {})
+                # --quick: tiny networks everywhere (a smoke run), the second column's own settings on top.
+                extra = {**tiny, **({"batch_size": 16} if lib == "reparl_small" else {})} if quick \
+                    else (RACE_VARIANTS[lib][1] if lib in RACE_VARIANTS else {})
                 rows[lib].append(_run("race", {**base, "lib": "sb3" if lib == "sb3" else "reparl", "seed": seed,
                                                "budget": budget, "extra": extra}))
             cell = lambda r: "never" if r["train_s"] is None else f"{r['train_s']:.0f} ({r['steps']:,})"  # noqa: E731

@@ -352,6 +352,13 @@ def check_compatibility(cfg: Config) -> None:
     if cfg.env.normalize_obs and cfg.agent.is_sb3:
         raise ConfigError(f"env.normalize_obs: not supported for SB3 baselines (in {where}); "
                           "set it to false (SB3's VecNormalize is not wired into the runner)")
+    n_step = cfg.agent.hyperparameters.get("n_step", 1)
+    if cfg.env.normalize_obs and not cfg.agent.is_sb3 and n_step > 1:
+        # Observation normalization runs the vector env with NEXT_STEP autoreset (envs.make_vec_env),
+        # whose reset steps store nothing, so one copy's transitions no longer sit n_envs rows apart.
+        raise ConfigError(f"env.normalize_obs with agent.n_step={n_step}: n-step targets need the vector env's "
+                          f"SAME_STEP autoreset, which normalized observations do not use (in {where}); "
+                          "set env.normalize_obs: false or agent.n_step: 1")
     try:
         env = make_env(cfg.env)
     except Exception as e:  # a user's env may raise anything from its constructor

@@ -174,6 +174,14 @@ def test_agent_on_the_wrong_action_space(tmp_path: Path) -> None:
     assert "DQN handles Discrete action spaces" in msg and "use SAC, TD3, PPO or A2C" in msg
 
 
+def test_n_step_with_normalized_observations_is_refused_before_the_run(tmp_path: Path) -> None:
+    msg = error_of(load_config, write(tmp_path, {"agent": {"name": "GumbelSAC", "n_step": 3},
+                                                 "env": {"id": "CartPole-v1", "normalize_obs": True}}))
+    assert "env.normalize_obs with agent.n_step=3" in msg and "set env.normalize_obs: false or agent.n_step: 1" in msg
+    msg = error_of(load_config, write(tmp_path, {"agent": {"name": "GaussianSAC", "n_step": 3}}))
+    assert "n_step=3" in msg and "backup_entropy" in msg
+
+
 def test_sb3_hyperparameters_are_checked_against_the_sb3_signature(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, {"agent": {"name": "SAC", "ent_coef": 0.1, "train_freq": 2},
                                        "env": {"id": "Pendulum-v1"}}))

@@ -48,6 +48,14 @@ def test_cosine_is_below_one_for_straight_through_and_is_logged_at_its_interval(
     assert -1.0 <= popped["grad/estimator_cosine"] <= 1.0
 
 
+def test_interval_counts_actor_updates_under_policy_delay() -> None:
+    """With the actor on every 2nd update, interval 3 means actor updates 0, 3, 6: updates 0, 6, 12."""
+    agent = GumbelSAC("CartPole-v1", **{**SMALL, "learning_starts": 60}, policy_delay=2, diagnostic_interval=3)
+    agent.learn(59)  # warm-up only
+    logged = [u for u in range(14) if "grad/estimator_cosine" in agent.train_step()]
+    assert logged == [0, 6, 12]
+
+
 def test_no_diagnostic_for_exact_joint_critic_or_when_off() -> None:
     for hp in ({"estimator": "exact"}, {"diagnostic_interval": 0}):
         agent = _agent(**hp)

@@ -44,11 +44,13 @@ def _max_weight_gap(a: SoftActorCritic, b: SoftActorCritic) -> float:
 
 
 def _run_pair(a: SoftActorCritic, b: SoftActorCritic, steps: int = 4) -> tuple[dict[str, float], dict[str, float]]:
-    for step in range(steps):
-        # The same batch and the same noise: the buffer draws its indices first, then eps.
-        torch.manual_seed(100 + step)
+    # One seed for all the updates, so each path must also draw the same number of random values
+    # per update as the other (the batch indices, then the noise), or every later batch differs.
+    state = torch.get_rng_state()
+    for _ in range(steps):
         a.train_step()
-        torch.manual_seed(100 + step)
+    torch.set_rng_state(state)
+    for _ in range(steps):
         b.train_step()
     return a.pop_train_info(), b.pop_train_info()
 

@@ -27,6 +27,7 @@ import torch
 from envs_for_tests import NaNAfter, PickleExploit
 
 from agents import GaussianSAC, GumbelSAC
+from agents.checkpoint import write_safetensors
 from agents.core import NonFiniteError, SoftActorCritic, read_checkpoint
 from envs import make_vec_env
 from experiments.config import ConfigError, EnvConfig, load_config
@@ -139,6 +140,34 @@ def test_restore_refuses_other_hyperparameters(tmp_path: Path) -> None:
     path = GumbelSAC("CartPole-v1", **TINY).learn(60).checkpoint(tmp_path / "ck")
     with pytest.raises(ValueError, match="other hyperparameters: batch_size=16"):
         GumbelSAC("CartPole-v1", **{**TINY, "batch_size": 32}).restore(path)
+
+
+def test_restore_accepts_a_checkpoint_that_predates_a_key(tmp_path: Path) -> None:
+    """Keys added later (n_step, policy_delay, manual_backward) default to what older code did."""
+    path = GumbelSAC("CartPole-v1", **TINY).learn(60).checkpoint(tmp_path / "ck")
+    tensors, meta = read_checkpoint(path)
+    for key in ("n_step", "policy_delay", "manual_backward"):
+        del meta["hparams"][key]
+    old = write_safetensors(tmp_path / "old.safetensors", tensors, meta)
+    assert GumbelSAC("CartPole-v1", **TINY).restore(old).learn(20).num_timesteps == 80
+    with pytest.raises(ValueError, match=r"n_step=1 \(here 3\)"):
+        GumbelSAC("CartPole-v1", **{**TINY, "n_step": 3}).restore(old)
+
+
+def test_n_step_windows_stop_where_an_opaque_env_restarts_its_episodes(tmp_path: Path) -> None:
+    """LunarLander's Box2D world is not plain data, so a restore starts fresh episodes: each copy's
+    last stored step must end its episode, or n-step targets would run on into the new one."""
+    make = lambda: gym.make_vec("LunarLander-v3", 2, vectorization_mode="sync",  # noqa: E731
+                                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+    path = GumbelSAC(make(), **TINY, n_step=3).learn(40).checkpoint(tmp_path / "ck")
+    with pytest.warns(RuntimeWarning, match="episodes restart"):
+        resumed = GumbelSAC(make(), **TINY, n_step=3).restore(path)
+    buf = resumed.buffer
+    assert buf.pos == 40 and buf.truncated[38:40].tolist() == [1.0, 1.0]
+    resumed.learn(20)
+    batch = buf.sample(500, torch.Generator().manual_seed(0), n_step=3, gamma=0.5)
+    old_rows = torch.isin(batch.obs, buf.obs[:40]).all(1)
+    assert torch.isin(batch.next_obs[old_rows], buf.next_obs[:40]).all()  # no window crosses the restart
 
 
 # ------------------------------------------------------------------------------- CLI: signals

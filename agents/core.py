@@ -180,7 +180,8 @@ class SoftActorCritic:
     # were added to switch off, not today's default (which may move on, as GumbelSAC's did).
     # experiments.compare fills them into older run configs so those group with the runs that
     # set the same behaviour explicitly.
-    behaviour_before: ClassVar[dict[str, Any]] = {"alpha_learning_rate": None, "backup_entropy": True}
+    behaviour_before: ClassVar[dict[str, Any]] = {"alpha_learning_rate": None, "backup_entropy": True,
+                                                   "policy_delay": 1, "n_step": 1}
 
     def __init__(self, env: str | gym.Env | gym.vector.VectorEnv | None = None, *,
                  observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,

@@ -84,8 +84,12 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
                resume_from: Path | None = None, on_eval: OnEval | None = None) -> tuple[Path, float | None]:
     """GumbelSAC / GaussianSAC: the agent's own loop, with the runner's work in its callback."""
     venv = make_vec_env(cfg.env)
-    agent = agent_class(cfg.agent.name)(venv, seed=cfg.train.seed, device=cfg.train.device,
-                                        **cfg.agent.hyperparameters)
+    cls, hp = agent_class(cfg.agent.name), dict(cfg.agent.hyperparameters)
+    if resume_from is not None:
+        # A run folder's config.yaml lists every hyperparameter in force when the run began, so a
+        # key it lacks was added since; the run ran with that key's old behaviour, not today's default.
+        hp = {**{k: v for k, v in cls.behaviour_before.items() if k not in hp}, **hp}
+    agent = cls(venv, seed=cfg.train.seed, device=cfg.train.device, **hp)
     if resume_from is not None:
         agent.restore(resume_from)
     start = agent.num_timesteps

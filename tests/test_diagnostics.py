@@ -34,7 +34,7 @@ def test_cosine_is_plus_or_minus_one_against_the_exact_gradient_itself(sign: flo
 
 
 def test_cosine_is_below_one_for_straight_through_and_is_logged_at_its_interval() -> None:
-    agent = _agent(diagnostic_interval=5, estimator="st")
+    agent = _agent(diagnostic_interval=5, estimator="st", policy_delay=1)
     agent.pop_train_info()
     seen = []
     for _ in range(10):
@@ -66,7 +66,7 @@ def test_no_diagnostic_for_exact_joint_critic_or_when_off() -> None:
 
 def test_joint_critic_exact_expectation_enumerates_joint_actions_and_feeds_the_diagnostic() -> None:
     """sum over the 2 x 3 x 4 joint actions of prod_f pi_f(a_f) min_i Q_i(s, a), by an explicit loop."""
-    agent = GumbelSAC(MultiDiscreteTarget(), critic="joint", diagnostic_interval=1, **SMALL).learn(60)
+    agent = GumbelSAC(MultiDiscreteTarget(), critic="joint", diagnostic_interval=1, policy_delay=1, **SMALL).learn(60)
     obs = agent.buffer.sample(8).obs
     dist = agent.distribution(obs)
     expected = torch.zeros(8)

@@ -41,7 +41,7 @@ def test_gradient_isolation_inside_train_step(case: str, monkeypatch: pytest.Mon
     """Each loss, as train_step builds it, reaches only its own parameters (the autograd path: the
     hand-written updates build no graph through the networks, and equal this path in float64,
     tests/test_manual_update.py)."""
-    agent = make(case, manual_backward=False)
+    agent = make(case, manual_backward=False, policy_delay=1)  # the actor steps on the update spied on
     if case.startswith("multidiscrete"):
         assert agent.critic_kind == "joint"
     agent.learn(40)  # fills the buffer, a few real updates

@@ -71,6 +71,8 @@ def test_masked_choices_have_probability_exactly_zero_in_the_actor_update(traine
             assert bool((dist.probs.reshape(len(masks), -1)[~masks] == 0).all())
         return objective(obs, masks, dist)
 
+    while not trained._actor_turn():  # policy_delay: reach an update that steps the actor
+        trained.train_step()
     trained._actor_objective = spy
     try:
         trained.train_step()

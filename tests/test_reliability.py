@@ -143,15 +143,16 @@ def test_restore_refuses_other_hyperparameters(tmp_path: Path) -> None:
 
 
 def test_restore_accepts_a_checkpoint_that_predates_a_key(tmp_path: Path) -> None:
-    """Keys added later (n_step, policy_delay, manual_backward) default to what older code did."""
-    path = GumbelSAC("CartPole-v1", **TINY).learn(60).checkpoint(tmp_path / "ck")
+    """Keys added later (n_step, policy_delay, manual_backward) mean what older code did: its
+    behaviour_before where the default has moved on (policy_delay 1, today 2), else the default."""
+    path = GumbelSAC("CartPole-v1", **TINY, policy_delay=1).learn(60).checkpoint(tmp_path / "ck")
     tensors, meta = read_checkpoint(path)
     for key in ("n_step", "policy_delay", "manual_backward"):
         del meta["hparams"][key]
     old = write_safetensors(tmp_path / "old.safetensors", tensors, meta)
-    assert GumbelSAC("CartPole-v1", **TINY).restore(old).learn(20).num_timesteps == 80
-    with pytest.raises(ValueError, match=r"n_step=1 \(here 3\)"):
-        GumbelSAC("CartPole-v1", **{**TINY, "n_step": 3}).restore(old)
+    assert GumbelSAC("CartPole-v1", **TINY, policy_delay=1).restore(old).learn(20).num_timesteps == 80
+    with pytest.raises(ValueError, match=r"policy_delay=1 \(here 2\)"):
+        GumbelSAC("CartPole-v1", **TINY).restore(old)
 
 
 def test_n_step_windows_stop_where_an_opaque_env_restarts_its_episodes(tmp_path: Path) -> None:
@@ -350,6 +351,23 @@ def test_memory_is_constant_once_the_buffer_is_full() -> None:
     slope_per_1000 = np.polyfit(np.arange(len(steady)) * 250, steady, 1)[0] * 1_000
     assert steady.max() - steady.min() < 4 * 2**20, samples
     assert slope_per_1000 < 256 * 2**10, samples
+
+
+def test_resume_of_a_run_that_predates_a_key_runs_it_as_it_ran(tmp_path: Path) -> None:
+    """A run folder made before policy_delay existed: its config.yaml lacks the key, and it stepped
+    the actor on every update. --resume rebuilds that (behaviour_before), not today's default of 2,
+    which its checkpoint would refuse."""
+    proc = run_cli("train", "configs/gumbel_sac/cartpole.yaml", "--run-dir", str(tmp_path), "--no-progress",
+                   "--wandb", "disabled", "--set", *CLI_SET, "train.total_timesteps=200", "agent.policy_delay=1")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    config = (run_dir / "config.yaml").read_text()
+    assert "  policy_delay: 1\n" in config and "total_timesteps: 200\n" in config
+    (run_dir / "config.yaml").write_text(config.replace("  policy_delay: 1\n", "")
+                                         .replace("total_timesteps: 200\n", "total_timesteps: 300\n"))
+    proc = run_cli("train", "--resume", str(run_dir), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert GumbelSAC.load(run_dir / "model.safetensors").hparams["policy_delay"] == 1
 
 
 def test_resume_refuses_overrides_and_finished_runs(reference_run: Path) -> None:

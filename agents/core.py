@@ -551,13 +551,21 @@ class SoftActorCritic:
             else:
                 a_loss.backward()
                 info["train/alpha"] = alpha
-            info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-            info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
-            losses.adam_step(self.actor_optimizer)
-            if hp["learn_alpha"]:
-                losses.adam_step(self.alpha_optimizer)
+            self._step_actor(info, batch, alpha)
+        return self._end_update(info)
 
-        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
+    def _step_actor(self, info: dict[str, Tensor], batch: Batch, alpha: Tensor) -> None:
+        """With the actor's (and alpha's) gradients in place: their metrics, then the Adam steps."""
+        info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
+        info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
+        losses.adam_step(self.actor_optimizer)
+        if self.hparams["learn_alpha"]:
+            losses.adam_step(self.alpha_optimizer)
+
+    def _end_update(self, info: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Polyak-average the targets, count the update, keep its metrics."""
+        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(),
+                             self.hparams["target_update_rate"])
         self.num_updates += 1
         self._accumulate(info)
         return info

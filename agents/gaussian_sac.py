@@ -176,11 +176,7 @@ class GaussianSAC(SoftActorCritic):
                 losses.adam_step(self.alpha_optimizer)
             else:
                 info["train/alpha"] = alpha
-
-        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
-        self.num_updates += 1
-        self._accumulate(info)
-        return info
+        return self._end_update(info)
 
     def _update_functions(self) -> tuple[Any, Any]:
         """(critic_grads, actor_grads), compiled when ``compile`` is on and compilation works."""

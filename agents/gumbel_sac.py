@@ -500,16 +500,8 @@ class GumbelSAC(SoftActorCritic):
             with torch.no_grad():
                 gw, gb = mlp_backward([a[n_b:] for a in p_acts], p_w, g_head)
             self._set_grads([*p_w, *p_b], [*gw, *gb])
-            info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-            info.update(self._actor_diagnostics(batch.obs, alpha, batch.masks))
-            losses.adam_step(self.actor_optimizer)
-            if hp["learn_alpha"]:
-                losses.adam_step(self.alpha_optimizer)
-
-        losses.polyak_update(self.critic_target.parameters(), self.critic.parameters(), hp["target_update_rate"])
-        self.num_updates += 1
-        self._accumulate(info)
-        return info
+            self._step_actor(info, batch, alpha)
+        return self._end_update(info)
 
     # ---------------------------------------------------------------- save/load
     def _extra_state(self) -> dict[str, Any]:

@@ -166,12 +166,12 @@ class GumbelSAC(SoftActorCritic):
         # Combinatorial-v0 reaches 8 on 5/5 seeds by 12k against 0/5, CartPole-v1 the same 5/5
         # at 475 (median 8k against 7k). Each of the three alone failed on Combinatorial-v0.
         "alpha": "auto", "alpha_learning_rate": 3e-3, "backup_entropy": False,
-        # The actor and alpha step on every 2nd update (TD3's delayed policy updates). Over 5 seeds
-        # x 50k on CartPole-v1 no seed fell below 491 after first reaching 475 (at 7-10k, median
-        # 9k); every-update actors dipped on 2/5 seeds within 30k (to 315 and 105), as did Polyak
-        # 0.015 (202), while Polyak 0.01 held but first reached 475 only at a median of 16k.
-        # Acrobot-v1 -100 at a median of 10k (every update: 8k), Combinatorial-v0 5/5 at 8 by 12k
-        # (IQM 8.4 against 8.5), and each update ~30% cheaper (benchmarks/README.md, "Stability").
+        # The actor and alpha step on every 2nd update (TD3's delayed policy updates): 1.26x the
+        # updates per second (CartPole sizes, one thread), learning level within the noise on all
+        # three envs (benchmarks/README.md, "policy_delay 2"). CartPole-v1, 10 seeds x 50k: first
+        # 475 at a median of 9k (every update: 7.5k; permutation p = 0.15), 2/10 seeds below 400
+        # after it (every update: 5/10; Fisher p = 0.35). Acrobot-v1 -100 at a median of 10k (8k),
+        # Combinatorial-v0 5/5 at 8 by 12k (IQM 8.4 against 8.5).
         "policy_delay": 2,
         # Straight-through: over 5 seeds on CartPole-v1, Acrobot-v1 and Combinatorial-v0, neither
         # gumbel-rao (K=8) nor reinmax nor soft nor exact beat it on any of the three (every final

@@ -161,6 +161,8 @@ class SoftActorCritic:
         backup_entropy: add the next state's entropy bonus to the critic target (soft Q, Haarnoja
             et al. 2018). ``False`` keeps the entropy in the actor loss only, as jaxrl's
             ``backup_entropy`` flag: the critic then learns the reward's Q alone.
+        huber_delta: the critics' loss is Huber with this delta (linear beyond it, so a few
+            surprising transitions cannot yank the critic) instead of ``None``'s 0.5 * MSE.
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
         n_envs: env copies when ``env`` is an id.
         seed: seeds torch, numpy, the env and the warm-up actions.
@@ -173,8 +175,8 @@ class SoftActorCritic:
         "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
         "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "n_step": 1, "target_update_rate": 0.005,
         "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
-        "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "relu_subgradient": 0.0, "n_envs": 1,
-        "seed": None, "device": "auto",
+        "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "huber_delta": None,
+        "relu_subgradient": 0.0, "n_envs": 1, "seed": None, "device": "auto",
     }
     # What a run saved before each of these hyperparameters existed ran with: the behaviour they
     # were added to switch off, not today's default (which may move on, as GumbelSAC's did).
@@ -300,6 +302,8 @@ class SoftActorCritic:
             "n_critics": (hp["n_critics"] >= 1, ">= 1"),
             "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0,
                       '> 0 or "auto"'),
+            "huber_delta": (hp["huber_delta"] is None or (not isinstance(hp["huber_delta"], (bool, str))
+                                                         and hp["huber_delta"] > 0), "> 0 or null (0.5 * MSE)"),
             "relu_subgradient": (0 <= hp["relu_subgradient"] <= 1, "in [0, 1]"),
             "n_envs": (hp["n_envs"] >= 1, ">= 1"),
             "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
@@ -529,7 +533,7 @@ class SoftActorCritic:
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha))
             target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch))
-        c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target)
+        c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target, hp["huber_delta"])
         self.critic_optimizer.zero_grad(set_to_none=True)
         c_loss.backward()
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())

@@ -156,7 +156,8 @@ class GaussianSAC(SoftActorCritic):
         with torch.no_grad():
             c_grads, saved, c_info = critic_fn(batch.obs, batch.actions, batch.rewards, batch.terminated,
                                                batch.next_obs, eps, alpha, p_w, p_b, c_w, c_b, t_w, t_b, bounds,
-                                               self._discount(batch), hp["backup_entropy"], actor_turn)
+                                               self._discount(batch), hp["backup_entropy"], actor_turn,
+                                               hp["huber_delta"])
             self._set_grads([*c_w, *c_b], c_grads)
         info = {**c_info, "grad/critic_norm": losses.grad_norm(self.critic.parameters())}
         losses.adam_step(self.critic_optimizer)
@@ -230,10 +231,11 @@ def _policy_sample(acts_out: Tensor, eps: Tensor, bounds: tuple[float, float]) -
 def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tensor, next_obs: Tensor, eps: Tensor,
                  alpha: Tensor, p_w: list[Tensor], p_b: list[Tensor], c_w: list[Tensor], c_b: list[Tensor],
                  t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float | Tensor,
-                 backup_entropy: bool, with_actor: bool = True
+                 backup_entropy: bool, with_actor: bool = True, huber_delta: float | None = None
                  ) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
-    """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, summed over the
-    ensemble) for weights ``c_w`` then biases ``c_b``; what the actor step reuses; metrics.
+    """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, or Huber with
+    ``huber_delta`` as :func:`losses.critic_loss`, summed over the ensemble) for weights ``c_w``
+    then biases ``c_b``; what the actor step reuses; metrics.
 
     The policy runs once over [next_obs; obs] (``eps`` holds both halves' noise): rows :B give
     the target's next action, rows B: the actor loss's action. The actor's weights do not change
@@ -251,8 +253,14 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
     c_acts = ensemble_forward(torch.cat([obs, actions], dim=-1), c_w, c_b)
     q = c_acts[-1].squeeze(-1)
     err = q - target
-    loss = 0.5 * err.square().mean(1).sum()
-    gw, gb, _ = ensemble_backward(c_acts, c_w, (err / n_b).unsqueeze(-1))
+    if huber_delta is None:
+        loss = 0.5 * err.square().mean(1).sum()
+        g_q = err
+    else:
+        # Huber: 0.5 e^2 within delta, delta * (|e| - delta / 2) beyond; its derivative is e clipped.
+        g_q = err.clamp(-huber_delta, huber_delta)
+        loss = (g_q * (err - 0.5 * g_q)).mean(1).sum()
+    gw, gb, _ = ensemble_backward(c_acts, c_w, (g_q / n_b).unsqueeze(-1))
     saved = {"p_acts": [t[n_b:] for t in p_acts], "action": action[n_b:], "log_prob": log_prob[n_b:],
              "tanh_raw": tanh_raw[n_b:], "std": std[n_b:]} if with_actor else None
     return [*gw, *gb], saved, {"train/critic_loss": loss, "train/q_mean": q.mean(), "train/target_mean": target.mean()}

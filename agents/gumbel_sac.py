@@ -475,7 +475,7 @@ class GumbelSAC(SoftActorCritic):
             y = self._one_hot(batch.actions)
             c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b)
         out = c_acts[-1].requires_grad_()
-        c_loss, info = losses.critic_loss(self._head_q(out, y), target)
+        c_loss, info = losses.critic_loss(self._head_q(out, y), target, hp["huber_delta"])
         (g_out,) = torch.autograd.grad(c_loss, out)
         with torch.no_grad():
             gw, gb, _ = ensemble_backward(c_acts, c_w, g_out)

@@ -10,15 +10,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
-def critic_loss(q: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """0.5 * MSE to the shared target, summed over the ensemble. ``q``: (N, B); ``target``: (B,)."""
+def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """0.5 * MSE to the shared target, summed over the ensemble. ``q``: (N, B); ``target``: (B,).
+
+    ``huber_delta``: the Huber loss instead (quadratic within delta of the target, linear beyond,
+    so one transition's gradient is at most delta / B: DQN's loss, Mnih et al. 2015; SB3's
+    ``smooth_l1_loss``). ``None``: 0.5 * MSE.
+    """
     if q.dim() != 2 or target.shape != q.shape[1:]:
         raise ValueError(f"critic values {tuple(q.shape)} must be (critics, batch) and the target "
                          f"{tuple(target.shape)} (batch,)")
-    loss = 0.5 * ((q - target.detach()) ** 2).mean(1).sum()
+    if huber_delta is None:
+        loss = 0.5 * ((q - target.detach()) ** 2).mean(1).sum()
+    else:
+        loss = F.huber_loss(q, target.detach().expand_as(q), reduction="none", delta=huber_delta).mean(1).sum()
     return loss, {"train/critic_loss": loss.detach(), "train/q_mean": q.detach().mean(),
                   "train/target_mean": target.detach().mean()}
 

@@ -131,9 +131,9 @@ def test_train_step_bootstraps_on_truncation_only(flag: str, monkeypatch: pytest
     captured: dict[str, Tensor] = {}
     real_critic = losses.critic_loss
 
-    def critic_loss(q: Tensor, target: Tensor):
+    def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None):
         captured["target"] = target
-        return real_critic(q, target)
+        return real_critic(q, target, huber_delta)
 
     monkeypatch.setattr(losses, "critic_loss", critic_loss)
     agent.train_step()
@@ -163,5 +163,12 @@ def test_critic_and_actor_loss_values_and_shape_errors() -> None:
         losses.critic_loss(q, torch.ones(3))
     with pytest.raises(ValueError, match="critics, batch"):
         losses.critic_loss(torch.ones(2), torch.ones(2))
+    # Huber, delta 1: errors 0, 1 (quadratic: 0.5) and 2, 1 (linear: 1 * (2 - 0.5) = 1.5; 0.5).
+    h_loss, _ = losses.critic_loss(q, target, huber_delta=1.0)
+    assert torch.isclose(h_loss, torch.tensor((0.0 + 0.5) / 2 + (1.5 + 0.5) / 2))
+    # Its gradient is the error clipped to delta, over the batch: one outlier moves Q by at most delta / B.
+    q_grad = torch.tensor([[0.0, 100.0]], requires_grad=True)
+    losses.critic_loss(q_grad, torch.zeros(2), huber_delta=1.0)[0].backward()
+    assert torch.equal(q_grad.grad, torch.tensor([[0.0, 0.5]]))
     a_loss, _ = losses.actor_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.5, 1.5]), torch.tensor(2.0))
     assert torch.isclose(a_loss, torch.tensor(-(2.0 + 2.0 * 1.0)))

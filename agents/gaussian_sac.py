@@ -167,16 +167,14 @@ class GaussianSAC(SoftActorCritic):
                 a_grads, a_info = actor_fn(batch.obs, saved, eps[n_b:], alpha, p_w, c_w, c_b, bounds)
                 self._set_grads([*p_w, *p_b], a_grads)
             info.update(a_info)
-            info["grad/actor_norm"] = losses.grad_norm(self.policy.parameters())
-            losses.adam_step(self.actor_optimizer)
             if hp["learn_alpha"]:
                 # log_alpha * (H - H_target): its gradient is the batch mean of H - H_target.
                 g_alpha = a_info["train/entropy"] - self.target_entropy
                 info.update({"train/alpha_loss": self.log_alpha.detach() * g_alpha, "train/alpha": alpha})
                 self.log_alpha.grad = g_alpha.reshape(self.log_alpha.shape)
-                losses.adam_step(self.alpha_optimizer)
             else:
                 info["train/alpha"] = alpha
+            self._step_actor(info, batch, alpha)
         return self._end_update(info)
 
     def _update_functions(self) -> tuple[Any, Any]:

@@ -153,6 +153,8 @@ class SoftActorCritic:
             one (TD3's delayed policy updates, Fujimoto et al. 2018, sec. 5.2; SB3's ``policy_delay``).
         net_arch: hidden widths of the actor and of every critic.
         n_critics: critics in the ensemble; the target takes their minimum (clipped double Q).
+        critic_layer_norm: LayerNorm (no affine) before every hidden ReLU of the critics, against
+            Q drifting off the data (Ball et al. 2023); see :class:`agents.networks.CriticEnsemble`.
         alpha: initial entropy weight, or ``"auto"`` (agents whose entropy has a maximum, i.e.
             GumbelSAC): at the first update, mean |reward| of the warm-up data divided by that
             maximum, so the uniform policy's entropy bonus starts level with the typical reward.
@@ -174,7 +176,8 @@ class SoftActorCritic:
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
         "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "n_step": 1, "target_update_rate": 0.005,
-        "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2, "alpha": 1.0,
+        "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2,
+        "critic_layer_norm": False, "alpha": 1.0,
         "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "huber_delta": None,
         "relu_subgradient": 0.0, "n_envs": 1, "seed": None, "device": "auto",
     }
@@ -183,7 +186,8 @@ class SoftActorCritic:
     # experiments.compare fills them into older run configs so those group with the runs that
     # set the same behaviour explicitly.
     behaviour_before: ClassVar[dict[str, Any]] = {"alpha_learning_rate": None, "backup_entropy": True,
-                                                   "policy_delay": 1, "n_step": 1}
+                                                   "policy_delay": 1, "n_step": 1,
+                                                   "critic_layer_norm": False}
 
     def __init__(self, env: str | gym.Env | gym.vector.VectorEnv | None = None, *,
                  observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,
@@ -300,6 +304,7 @@ class SoftActorCritic:
                        "an integer >= 1, and 1 unless backup_entropy is false: the soft target would need every "
                        "intermediate step's entropy bonus; set backup_entropy: false or n_step: 1"),
             "n_critics": (hp["n_critics"] >= 1, ">= 1"),
+            "critic_layer_norm": (isinstance(hp["critic_layer_norm"], bool), "true or false"),
             "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0,
                       '> 0 or "auto"'),
             "huber_delta": (hp["huber_delta"] is None or (not isinstance(hp["huber_delta"], (bool, str))

@@ -83,8 +83,8 @@ class GaussianSAC(SoftActorCritic):
         hp, d = self.hparams, int(self.action_space.shape[0])
         self.act_dim = d
         self.policy = GaussianPolicy(self.obs_dim, d, hp["net_arch"], hp["relu_subgradient"]).to(self.device)
-        self.critic = CriticEnsemble(hp["n_critics"], self.obs_dim + d, hp["net_arch"], 1,
-                                     hp["relu_subgradient"]).to(self.device)
+        self.critic = CriticEnsemble(hp["n_critics"], self.obs_dim + d, hp["net_arch"], 1, hp["relu_subgradient"],
+                                     hp["critic_layer_norm"]).to(self.device)
         self._unit_low = -torch.ones(d, device=self.device)
         self._unit_high = torch.ones(d, device=self.device)
         self._env_low = self.action_space.low.astype(np.float64)
@@ -157,14 +157,15 @@ class GaussianSAC(SoftActorCritic):
             c_grads, saved, c_info = critic_fn(batch.obs, batch.actions, batch.rewards, batch.terminated,
                                                batch.next_obs, eps, alpha, p_w, p_b, c_w, c_b, t_w, t_b, bounds,
                                                self._discount(batch), hp["backup_entropy"], actor_turn,
-                                               hp["huber_delta"])
+                                               hp["huber_delta"], hp["critic_layer_norm"])
             self._set_grads([*c_w, *c_b], c_grads)
         info = {**c_info, "grad/critic_norm": losses.grad_norm(self.critic.parameters())}
         losses.adam_step(self.critic_optimizer)
 
         if actor_turn:
             with torch.no_grad():
-                a_grads, a_info = actor_fn(batch.obs, saved, eps[n_b:], alpha, p_w, c_w, c_b, bounds)
+                a_grads, a_info = actor_fn(batch.obs, saved, eps[n_b:], alpha, p_w, c_w, c_b, bounds,
+                                           hp["critic_layer_norm"])
                 self._set_grads([*p_w, *p_b], a_grads)
             info.update(a_info)
             if hp["learn_alpha"]:
@@ -229,8 +230,8 @@ def _policy_sample(acts_out: Tensor, eps: Tensor, bounds: tuple[float, float]) -
 def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tensor, next_obs: Tensor, eps: Tensor,
                  alpha: Tensor, p_w: list[Tensor], p_b: list[Tensor], c_w: list[Tensor], c_b: list[Tensor],
                  t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float | Tensor,
-                 backup_entropy: bool, with_actor: bool = True, huber_delta: float | None = None
-                 ) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
+                 backup_entropy: bool, with_actor: bool = True, huber_delta: float | None = None,
+                 layer_norm: bool = False) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
     """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, or Huber with
     ``huber_delta`` as :func:`losses.critic_loss`, summed over the ensemble) for weights ``c_w``
     then biases ``c_b``; what the actor step reuses; metrics.
@@ -239,16 +240,18 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
     the target's next action, rows B: the actor loss's action. The actor's weights do not change
     between the two uses, so this is the same computation as two passes. ``with_actor=False``
     (an update the actor skips, ``policy_delay``) runs it over next_obs alone and saves nothing.
+    ``layer_norm``: the critics' ``critic_layer_norm``.
     """
     n_b = obs.shape[0]
     p_acts = mlp_forward(torch.cat([next_obs, obs]) if with_actor else next_obs, p_w, p_b)
     action, log_prob, tanh_raw, std = _policy_sample(p_acts[-1], eps, bounds)
-    next_q = ensemble_forward(torch.cat([next_obs, action[:n_b]], dim=-1), t_w, t_b)[-1].squeeze(-1)
+    next_q = ensemble_forward(torch.cat([next_obs, action[:n_b]], dim=-1), t_w, t_b, layer_norm)[-1].squeeze(-1)
     next_v = next_q.min(0).values
     if backup_entropy:
         next_v = next_v - alpha * log_prob[:n_b]
     target = losses.soft_bellman_target(rewards, terminated, next_v, gamma)
-    c_acts = ensemble_forward(torch.cat([obs, actions], dim=-1), c_w, c_b)
+    norms: list[Tensor] = []
+    c_acts = ensemble_forward(torch.cat([obs, actions], dim=-1), c_w, c_b, layer_norm, norms)
     q = c_acts[-1].squeeze(-1)
     err = q - target
     if huber_delta is None:
@@ -258,25 +261,26 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
         # Huber: 0.5 e^2 within delta, delta * (|e| - delta / 2) beyond; its derivative is e clipped.
         g_q = err.clamp(-huber_delta, huber_delta)
         loss = (g_q * (err - 0.5 * g_q)).mean(1).sum()
-    gw, gb, _ = ensemble_backward(c_acts, c_w, (g_q / n_b).unsqueeze(-1))
+    gw, gb, _ = ensemble_backward(c_acts, c_w, (g_q / n_b).unsqueeze(-1), norms=norms)
     saved = {"p_acts": [t[n_b:] for t in p_acts], "action": action[n_b:], "log_prob": log_prob[n_b:],
              "tanh_raw": tanh_raw[n_b:], "std": std[n_b:]} if with_actor else None
     return [*gw, *gb], saved, {"train/critic_loss": loss, "train/q_mean": q.mean(), "train/target_mean": target.mean()}
 
 
 def actor_grads(obs: Tensor, saved: dict[str, Tensor], eps: Tensor, alpha: Tensor, p_w: list[Tensor],
-                c_w: list[Tensor], c_b: list[Tensor], bounds: tuple[float, float]
+                c_w: list[Tensor], c_b: list[Tensor], bounds: tuple[float, float], layer_norm: bool = False
                 ) -> tuple[list[Tensor], dict[str, Tensor]]:
     """Gradients of the actor loss mean(alpha * log pi - min_i Q_i(s, a~)) for the policy's
     weights then biases, through the (already stepped) critic's input, never its weights."""
     n_b = obs.shape[0]
     a_pi, log_prob, std = saved["action"], saved["log_prob"], saved["std"]
-    q_acts = ensemble_forward(torch.cat([obs, a_pi], dim=-1), c_w, c_b)
+    norms: list[Tensor] = []
+    q_acts = ensemble_forward(torch.cat([obs, a_pi], dim=-1), c_w, c_b, layer_norm, norms)
     q_min, which = q_acts[-1].squeeze(-1).min(0)
     loss = (alpha * log_prob - q_min).mean()
     # d loss / d Q_i is -1/B on the minimizing member of each row (min's subgradient), 0 elsewhere.
     g_q = torch.zeros_like(q_acts[-1]).scatter_(0, which.view(1, -1, 1), -1.0 / n_b)
-    g_in = ensemble_backward(q_acts, c_w, g_q, weight_grads=False, input_grad=True)[2]
+    g_in = ensemble_backward(q_acts, c_w, g_q, weight_grads=False, input_grad=True, norms=norms)[2]
     # Through tanh (d a/du = 1 - a^2) and the log-density (d log pi / du = 2 tanh(u); its Gaussian
     # term, -eps^2/2 - log_std with eps fixed, moves only with log_std).
     g_u = torch.addcmul(g_in[:, obs.shape[1]:] * (1 - a_pi * a_pi), a_pi, alpha * (2.0 / n_b))

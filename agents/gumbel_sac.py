@@ -255,7 +255,8 @@ class GumbelSAC(SoftActorCritic):
         self.factor_membership = torch.block_diag(*(torch.ones(n, 1) for n in self.nvec)).to(self.device)
         in_dim, out_dim = {"heads": (self.obs_dim, total), "joint": (self.obs_dim + total, 1),
                            "pairwise": (self.obs_dim, total * (1 + int(hp["pairwise_rank"])))}[self.critic_kind]
-        self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"])
+        self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"],
+                                     hp["critic_layer_norm"])
         self.critic.to(self.device)
 
     def _default_target_entropy(self) -> float:
@@ -470,15 +471,16 @@ class GumbelSAC(SoftActorCritic):
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha),
                                       dist=self._distribution_from(p_acts[-1][:n_b], batch.next_masks),
-                                      critic=_EnsembleForward(t_w, t_b))
+                                      critic=_EnsembleForward(t_w, t_b, hp["critic_layer_norm"]))
             target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch))
             y = self._one_hot(batch.actions)
-            c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b)
+            norms: list[Tensor] = []
+            c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b, hp["critic_layer_norm"], norms)
         out = c_acts[-1].requires_grad_()
         c_loss, info = losses.critic_loss(self._head_q(out, y), target, hp["huber_delta"])
         (g_out,) = torch.autograd.grad(c_loss, out)
         with torch.no_grad():
-            gw, gb, _ = ensemble_backward(c_acts, c_w, g_out)
+            gw, gb, _ = ensemble_backward(c_acts, c_w, g_out, norms=norms)
         self._set_grads([*c_w, *c_b], [*gw, *gb])
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
         losses.adam_step(self.critic_optimizer)
@@ -512,8 +514,8 @@ class _EnsembleForward:
     """A critic ensemble's forward pass from its weight lists, called like a
     :class:`~agents.networks.CriticEnsemble` (no graph): the target critics in the hand-written update."""
 
-    def __init__(self, weights: list[Tensor], biases: list[Tensor]) -> None:
-        self.weights, self.biases = weights, biases
+    def __init__(self, weights: list[Tensor], biases: list[Tensor], layer_norm: bool = False) -> None:
+        self.weights, self.biases, self.layer_norm = weights, biases, layer_norm
 
     def __call__(self, x: Tensor, detach_params: bool = False) -> Tensor:
-        return ensemble_forward(x, self.weights, self.biases)[-1]
+        return ensemble_forward(x, self.weights, self.biases, self.layer_norm)[-1]

@@ -11,7 +11,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+LAYER_NORM_EPS = 1e-5
+"""``nn.LayerNorm``'s default epsilon, shared by the fused and the layer-by-layer critic paths."""
 
 
 class _ReLUSubgradient(torch.autograd.Function):
@@ -86,31 +90,41 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(b, x, w)
 
 
-def ensemble_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> list[Tensor]:
+def ensemble_forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], layer_norm: bool = False,
+                     norms: list[Tensor] | None = None) -> list[Tensor]:
     """ReLU ensemble MLP forward, keeping what backward needs: ``[x, h1, ..., out]``.
 
     Weights are ``(N, in, out)``, biases ``(N, 1, out)``; ``x`` is ``(B, in)`` shared by all N
     members (broadcast, no copy) or ``(N, B, in)``. The ReLU runs in place on the matmul output,
-    so each hidden layer allocates one tensor.
+    so each hidden layer allocates one tensor. ``layer_norm``: every hidden pre-activation is
+    normalized over its features (no affine) before the ReLU, Linear -> LayerNorm -> ReLU as in
+    :class:`CriticEnsemble`; the pre-norm tensor, mean and rstd of each hidden layer go to
+    ``norms`` when a list is given, for :func:`ensemble_backward`.
     """
     n = weights[0].shape[0]
     h, acts = x, [x]
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = torch.baddbmm(b, h.expand(n, *h.shape) if h.dim() == 2 else h, w)
         if i < len(weights) - 1:
+            if layer_norm:
+                z = h
+                h, mean, rstd = torch.native_layer_norm(z, [z.shape[-1]], None, None, LAYER_NORM_EPS)
+                if norms is not None:
+                    norms += [z, mean, rstd]
             h.clamp_min_(0)
         acts.append(h)
     return acts
 
 
 def ensemble_backward(acts: Sequence[Tensor], weights: Sequence[Tensor], grad: Tensor, *,
-                      weight_grads: bool = True, input_grad: bool = False
+                      weight_grads: bool = True, input_grad: bool = False, norms: Sequence[Tensor] | None = None
                       ) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
     """Backward of :func:`ensemble_forward` (ReLU subgradient 0: ``h > 0`` is ``z > 0``).
 
     ``grad`` is dL/d(out), ``(N, B, out)``. Returns the weight and bias gradients (empty lists when
     ``weight_grads`` is False, as for an actor loss that must not reach the critic's weights) and
-    dL/dx (summed over members when x was shared), or None.
+    dL/dx (summed over members when x was shared), or None. ``norms``: what a ``layer_norm``
+    forward saved; the gradient then passes back through each LayerNorm too.
     """
     n = weights[0].shape[0]
     gw: list[Tensor] = []
@@ -123,6 +137,10 @@ def ensemble_backward(acts: Sequence[Tensor], weights: Sequence[Tensor], grad: T
             gb.append(g.sum(1, keepdim=True))
         if i > 0:
             g = torch.ops.aten.threshold_backward(torch.bmm(g, weights[i].transpose(1, 2)), h, 0)
+            if norms:
+                z, mean, rstd = norms[3 * (i - 1): 3 * i]
+                g = torch.ops.aten.native_layer_norm_backward(g, z, [z.shape[-1]], mean, rstd, None, None,
+                                                              [True, False, False])[0]
         elif input_grad:
             grad_x = torch.bmm(g, weights[0].transpose(1, 2))
             if h.dim() == 2:  # one input shared by every member: its gradient sums over them
@@ -164,20 +182,23 @@ class _EnsembleMLP(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, layer_norm: bool, *params: Tensor) -> Tensor:  # type: ignore[override]
         weights = params[0::2]
-        acts = ensemble_forward(x, weights, params[1::2])
-        ctx.save_for_backward(*acts[:-1], *weights)
+        norms: list[Tensor] = []
+        acts = ensemble_forward(x, weights, params[1::2], layer_norm, norms)
+        ctx.n_layers = len(weights)
+        ctx.save_for_backward(*acts[:-1], *weights, *norms)
         return acts[-1]
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        n_layers = len(ctx.saved_tensors) // 2
-        acts, weights = ctx.saved_tensors[:n_layers], ctx.saved_tensors[n_layers:]
+        n_layers, saved = ctx.n_layers, ctx.saved_tensors
+        acts, weights, norms = saved[:n_layers], saved[n_layers:2 * n_layers], saved[2 * n_layers:]
         needs = ctx.needs_input_grad
-        gw, gb, grad_x = ensemble_backward(acts, weights, grad, weight_grads=any(needs[1:]), input_grad=needs[0])
+        gw, gb, grad_x = ensemble_backward(acts, weights, grad, weight_grads=any(needs[2:]), input_grad=needs[0],
+                                           norms=norms)
         grads: list[Tensor | None] = [t for pair in zip(gw, gb, strict=True) for t in pair] or [None] * (2 * n_layers)
-        return (grad_x, *grads)
+        return (grad_x, None, *grads)
 
 
 class CriticEnsemble(nn.Module):
@@ -187,24 +208,36 @@ class CriticEnsemble(nn.Module):
     so an actor loss can differentiate through the critic's *input* without reaching its weights.
     With the default ReLU subgradient (c = 0) the whole stack is one fused autograd node
     (:class:`_EnsembleMLP`); other c take the layer-by-layer path with :class:`ReLU`.
+
+    ``layer_norm``: Linear -> LayerNorm -> ReLU in every hidden layer, the LayerNorm without
+    affine parameters (the next layer's weights can rescale). Normalized features bound how far
+    one update can move Q off the data, the critic fix of RLPD (Ball et al. 2023) and of PQN's
+    analysis of TD stability (Gallici et al. 2024).
     """
 
-    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, relu_c: float = 0.0) -> None:
+    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, relu_c: float = 0.0,
+                 layer_norm: bool = False) -> None:
         super().__init__()
         dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.act = ReLU(relu_c)
         self.n = n
+        self.layer_norm = bool(layer_norm)
 
     def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
         if self.act.c == 0.0:
             params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
-            return _EnsembleMLP.apply(x, *(t.detach() for t in params) if detach_params else params)
+            return _EnsembleMLP.apply(x, self.layer_norm, *(t.detach() for t in params) if detach_params else params)
         for i, layer in enumerate(self.layers):
             x = layer(x, detach_params)
             if i < len(self.layers) - 1:
+                if self.layer_norm:
+                    x = F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS)
                 x = self.act(x)
         return x
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, layer_norm={self.layer_norm}"
 
 
 class CategoricalPolicy(nn.Module):

@@ -62,6 +62,7 @@ def _run_pair(a: SoftActorCritic, b: SoftActorCritic, steps: int = 4) -> tuple[d
     ("Pendulum-v1", {"policy_delay": 2}),                         # the actor on updates 0 and 2 of 4
     ("Pendulum-v1", {"n_step": 3, "backup_entropy": False}),      # per-transition discounts
     ("Pendulum-v1", {"huber_delta": 0.05}),                       # Huber, clipping most TD errors
+    ("Pendulum-v1", {"critic_layer_norm": True, "policy_delay": 2}),  # LayerNorm critics (and targets)
     (ContinuousIdentity(dim=3), {"net_arch": [16, 24, 8]}),      # 3-d actions, three hidden layers
 ])
 def test_manual_update_equals_autograd_in_float64(env: Any, hp: dict[str, Any]) -> None:
@@ -80,6 +81,8 @@ def test_manual_update_equals_autograd_in_float64(env: Any, hp: dict[str, Any]) 
     ("CartPole-v1", {"estimator": "exact", "backup_entropy": True, "n_critics": 3}),
     ("CartPole-v1", {"policy_delay": 2, "n_step": 3}),
     ("CartPole-v1", {"huber_delta": 0.05}),                                      # Huber, clipping most TD errors
+    ("CartPole-v1", {"critic_layer_norm": True}),                                # LayerNorm critics (and targets)
+    (MultiDiscreteTarget(), {"critic": "joint", "critic_layer_norm": True}),     # ... and the critic's input grad
     (MultiDiscreteTarget(), {"critic": "heads", "estimator": "gumbel-rao"}),     # ragged factors
     (MultiDiscreteTarget(), {"critic": "joint", "estimator": "reinmax"}),        # input gradient of the critic
     (MultiDiscreteTarget(), {"critic": "pairwise", "estimator": "soft", "learn_alpha": False, "alpha": 0.3}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.networks import CategoricalPolicy, CriticEnsemble, GaussianPolicy, ReLU, mlp, relu_subgradient
@@ -114,12 +115,14 @@ def test_policies_shapes_and_padding() -> None:
 
 @pytest.mark.parametrize("shared_input", [True, False])
 @pytest.mark.parametrize("detach_params", [False, True])
-def test_fused_ensemble_matches_layer_by_layer_autograd(shared_input: bool, detach_params: bool) -> None:
-    """The fused one-node forward/backward (c = 0) against autograd through the plain layers,
-    in float64 so any difference is a wrong formula, not rounding. Inputs include exact zeros
-    so the ReLU convention at 0 is exercised."""
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_fused_ensemble_matches_layer_by_layer_autograd(shared_input: bool, detach_params: bool,
+                                                        layer_norm: bool) -> None:
+    """The fused one-node forward/backward (c = 0) against autograd through the plain layers
+    (and ``F.layer_norm``), in float64 so any difference is a wrong formula, not rounding. Inputs
+    include exact zeros so the ReLU convention at 0 is exercised."""
     torch.manual_seed(0)
-    critic = CriticEnsemble(3, 5, [16, 16], 2).double()
+    critic = CriticEnsemble(3, 5, [16, 16], 2, layer_norm=layer_norm).double()
     shape = (7, 5) if shared_input else (3, 7, 5)
     x = torch.randn(shape, dtype=torch.float64)
     x[0] = 0.0
@@ -129,12 +132,12 @@ def test_fused_ensemble_matches_layer_by_layer_autograd(shared_input: bool, deta
         inp = x.clone().requires_grad_(True)
         if fused:
             h = critic(inp, detach_params)
-        else:  # the reference: autograd through each layer and torch.relu
+        else:  # the reference: autograd through each layer, F.layer_norm and torch.relu
             h = inp
             for i, layer in enumerate(critic.layers):
                 h = layer(h, detach_params)
                 if i < len(critic.layers) - 1:
-                    h = torch.relu(h)
+                    h = torch.relu(F.layer_norm(h, (16,)) if layer_norm else h)
         critic.zero_grad(set_to_none=True)
         (h * grad_out).sum().backward()
         results.append((h.detach(), inp.grad, [None if p.grad is None else p.grad.clone()
@@ -148,11 +151,28 @@ def test_fused_ensemble_matches_layer_by_layer_autograd(shared_input: bool, deta
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_fused_ensemble_gradcheck() -> None:
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_fused_ensemble_gradcheck(layer_norm: bool) -> None:
     torch.manual_seed(1)
     critic = CriticEnsemble(2, 3, [4], 1).double()
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     params = [t for layer in critic.layers for t in (layer.weight, layer.bias)]
     from agents.networks import _EnsembleMLP
 
-    assert torch.autograd.gradcheck(lambda x, *p: _EnsembleMLP.apply(x, *p), (x, *params))
+    assert torch.autograd.gradcheck(lambda x, *p: _EnsembleMLP.apply(x, layer_norm, *p), (x, *params))
+
+
+def test_layer_norm_critic_normalizes_hidden_features() -> None:
+    """With ``layer_norm`` every hidden pre-activation has mean 0 and variance 1 over its
+    features (no affine), whatever the input's scale: the bound on features it is there for."""
+    torch.manual_seed(2)
+    critic = CriticEnsemble(2, 4, [32, 32], 1, layer_norm=True)
+    x = torch.randn(64, 4) * 1e3
+    z = critic.layers[0](x)
+    n = F.layer_norm(z, (32,))
+    assert n.mean(-1).abs().max() < 1e-4 and (n.var(-1, unbiased=False) - 1).abs().max() < 1e-3
+    h = critic.layers[1](torch.relu(n))
+    out = critic.layers[2](torch.relu(F.layer_norm(h, (32,))))
+    torch.testing.assert_close(critic(x), out)
+    # Scaling the input by 1e3 moves the plain critic's output ~1e3-fold; the normed one stays bounded.
+    assert critic(x).abs().max() < 10

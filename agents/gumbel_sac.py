@@ -170,8 +170,8 @@ class GumbelSAC(SoftActorCritic):
         # updates per second (CartPole sizes, one thread), learning level within the noise on all
         # three envs (benchmarks/README.md, "policy_delay 2"). CartPole-v1, 10 seeds x 50k: first
         # 475 at a median of 9k (every update: 7.5k; permutation p = 0.15), 2/10 seeds below 400
-        # after it (every update: 5/10; Fisher p = 0.35). Acrobot-v1 -100 at a median of 10k (8k),
-        # Combinatorial-v0 5/5 at 8 by 12k (IQM 8.4 against 8.5).
+        # after it (every update: 5/10; Fisher p = 0.35); 4/15 with seeds 10-14 added. Acrobot-v1
+        # -100 at a median of 10k (8k), Combinatorial-v0 5/5 at 8 by 12k (IQM 8.4 against 8.5).
         "policy_delay": 2,
         # Straight-through: over 5 seeds on CartPole-v1, Acrobot-v1 and Combinatorial-v0, neither
         # gumbel-rao (K=8) nor reinmax nor soft nor exact beat it on any of the three (every final

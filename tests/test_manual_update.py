@@ -111,9 +111,10 @@ def test_nonzero_relu_subgradient_takes_autograd() -> None:
     assert _max_weight_gap(a, b) == 0.0
 
 
-def test_compiled_update_equals_eager_in_float64() -> None:
-    compiled = _float64_agent("Pendulum-v1", compile=True)
-    eager = _float64_agent("Pendulum-v1")
+@pytest.mark.parametrize("hp", [{}, {"critic_layer_norm": True}])
+def test_compiled_update_equals_eager_in_float64(hp: dict[str, Any]) -> None:
+    compiled = _float64_agent("Pendulum-v1", compile=True, **hp)
+    eager = _float64_agent("Pendulum-v1", **hp)
     _run_pair(compiled, eager, steps=2)
     assert not getattr(compiled, "_compile_failed", False)
     assert _max_weight_gap(compiled, eager) < 1e-12

@@ -167,6 +167,12 @@ class SoftActorCritic:
             ``backup_entropy`` flag: the critic then learns the reward's Q alone.
         huber_delta: the critics' loss is Huber with this delta (linear beyond it, so a few
             surprising transitions cannot yank the critic) instead of ``None``'s 0.5 * MSE.
+        bound_targets: clamp the bootstrapped value V(s') of the critic target to the range a
+            discounted sum of the rewards seen so far can take, [min(0, r_min), max(0, r_max)] /
+            (1 - gamma) (:func:`agents.losses.value_bounds`). Any value outside it is an error of the critics;
+            left in, it feeds on itself through the targets (CartPole-v1, benchmarks/README.md,
+            "Bounded targets"). Needs ``backup_entropy=False``: the soft value's entropy bonus
+            has no bound the rewards give.
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
         n_envs: env copies when ``env`` is an id.
         seed: seeds torch, numpy, the env and the warm-up actions.
@@ -181,7 +187,7 @@ class SoftActorCritic:
         "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2,
         "critic_layer_norm": False, "alpha": 1.0,
         "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "huber_delta": None,
-        "relu_subgradient": 0.0, "n_envs": 1, "seed": None, "device": "auto",
+        "bound_targets": False, "relu_subgradient": 0.0, "n_envs": 1, "seed": None, "device": "auto",
     }
     # What a run saved before each of these hyperparameters existed ran with: the behaviour they
     # were added to switch off, not today's default (which may move on, as GumbelSAC's did).
@@ -189,7 +195,7 @@ class SoftActorCritic:
     # set the same behaviour explicitly.
     behaviour_before: ClassVar[dict[str, Any]] = {"alpha_learning_rate": None, "backup_entropy": True,
                                                    "policy_delay": 1, "n_step": 1,
-                                                   "critic_layer_norm": False}
+                                                   "critic_layer_norm": False, "bound_targets": False}
 
     def __init__(self, env: str | gym.Env | gym.vector.VectorEnv | None = None, *,
                  observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,
@@ -231,6 +237,10 @@ class SoftActorCritic:
                                       device=self.device, requires_grad=hp["learn_alpha"])
         self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
             else self._default_target_entropy()
+        # bound_targets: the smallest and largest reward seen, on the host (compared once per env
+        # step, no sync) and as the device tensor of value bounds the targets are clamped to.
+        self.reward_range = (math.inf, -math.inf)
+        self.target_bounds = torch.tensor([-math.inf, math.inf], device=self.device)
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=hp["learning_rate"], fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=hp["critic_learning_rate"], fused=True)
         alpha_lr = hp["learning_rate"] if hp["alpha_learning_rate"] is None else hp["alpha_learning_rate"]
@@ -307,6 +317,10 @@ class SoftActorCritic:
                        "intermediate step's entropy bonus; set backup_entropy: false or n_step: 1"),
             "n_critics": (hp["n_critics"] >= 1, ">= 1"),
             "critic_layer_norm": (isinstance(hp["critic_layer_norm"], bool), "true or false"),
+            "bound_targets": (isinstance(hp["bound_targets"], bool)
+                              and not (hp["bound_targets"] and hp["backup_entropy"]),
+                              "true or false, and false unless backup_entropy is false: the entropy bonus of a "
+                              "soft target has no bound the rewards give; set backup_entropy: false"),
             "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0,
                       '> 0 or "auto"'),
             "huber_delta": (hp["huber_delta"] is None or (not isinstance(hp["huber_delta"], (bool, str))
@@ -471,6 +485,8 @@ class SoftActorCritic:
                     buffer.add(self._stored_obs(obs), self._stored_action(env_action), rewards,
                                self._stored_obs(real_next), terminated, truncated, masks,
                                self._stored_next_masks(next_masks, info, done))
+                if hp["bound_targets"]:
+                    self._observe_rewards(rewards)
                 self._track_episodes(rewards, done, counted=keep if next_step_mode else None)
                 obs, masks = next_obs, next_masks
                 self._last_obs = obs  # current for a callback that checkpoints
@@ -539,7 +555,8 @@ class SoftActorCritic:
         with torch.no_grad():
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha))
-            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch))
+            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch),
+                                                self._target_bounds())
         c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target, hp["huber_delta"])
         self.critic_optimizer.zero_grad(set_to_none=True)
         c_loss.backward()
@@ -615,6 +632,17 @@ class SoftActorCritic:
             with torch.no_grad():
                 self.log_alpha.fill_(math.log(scale / self._max_entropy()))
 
+    def _observe_rewards(self, rewards: np.ndarray) -> None:
+        """Widen :attr:`reward_range` to ``rewards`` and, when it moved, the target bounds."""
+        lo, hi = float(np.min(rewards)), float(np.max(rewards))
+        if lo < self.reward_range[0] or hi > self.reward_range[1]:
+            self.reward_range = (min(lo, self.reward_range[0]), max(hi, self.reward_range[1]))
+            self.target_bounds.copy_(torch.tensor(losses.value_bounds(*self.reward_range, self.hparams["gamma"])))
+
+    def _target_bounds(self) -> Tensor | None:
+        """What the critic target's bootstrapped value is clamped to, or None (``bound_targets`` off)."""
+        return self.target_bounds if self.hparams["bound_targets"] else None
+
     def _accumulate(self, info: dict[str, Tensor]) -> None:
         # One stack and one add per update, keyed by the set of metric names (diagnostics
         # appear only every N updates), instead of an add per metric: fewer small ops (issue 7).
@@ -657,6 +685,7 @@ class SoftActorCritic:
             for k, v in module.state_dict().items():
                 tensors[f"{name}.{k}"] = v
         tensors["log_alpha"] = self.log_alpha.detach().reshape(1)
+        tensors["reward_range"] = torch.tensor(self.reward_range, dtype=torch.float64)
         optim_meta = {}
         for name, opt in self._optimizers().items():
             sd = opt.state_dict()
@@ -721,6 +750,13 @@ class SoftActorCritic:
             module.load_state_dict(sd)
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"].reshape(()))
+        # Files from before bound_targets have no reward range: the agent starts from none seen.
+        self.reward_range = (math.inf, -math.inf)
+        self.target_bounds.copy_(torch.tensor([-math.inf, math.inf]))
+        if "reward_range" in tensors:
+            lo, hi = (float(v) for v in tensors["reward_range"])
+            if lo <= hi:
+                self._observe_rewards(np.array([lo, hi]))
         for name, opt in self._optimizers().items():
             groups = meta["optimizers"][name]
             state: dict[int, dict[str, Tensor]] = {}

@@ -157,7 +157,7 @@ class GaussianSAC(SoftActorCritic):
             c_grads, saved, c_info = critic_fn(batch.obs, batch.actions, batch.rewards, batch.terminated,
                                                batch.next_obs, eps, alpha, p_w, p_b, c_w, c_b, t_w, t_b, bounds,
                                                self._discount(batch), hp["backup_entropy"], actor_turn,
-                                               hp["huber_delta"], hp["critic_layer_norm"])
+                                               hp["huber_delta"], hp["critic_layer_norm"], self._target_bounds())
             self._set_grads([*c_w, *c_b], c_grads)
         info = {**c_info, "grad/critic_norm": losses.grad_norm(self.critic.parameters())}
         losses.adam_step(self.critic_optimizer)
@@ -231,7 +231,8 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
                  alpha: Tensor, p_w: list[Tensor], p_b: list[Tensor], c_w: list[Tensor], c_b: list[Tensor],
                  t_w: list[Tensor], t_b: list[Tensor], bounds: tuple[float, float], gamma: float | Tensor,
                  backup_entropy: bool, with_actor: bool = True, huber_delta: float | None = None,
-                 layer_norm: bool = False) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
+                 layer_norm: bool = False, target_bounds: Tensor | None = None,
+                 ) -> tuple[list[Tensor], dict[str, Tensor] | None, dict[str, Tensor]]:
     """Gradients of the critic loss (0.5 * MSE to the soft Bellman target, or Huber with
     ``huber_delta`` as :func:`losses.critic_loss`, summed over the ensemble) for weights ``c_w``
     then biases ``c_b``; what the actor step reuses; metrics.
@@ -240,7 +241,7 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
     the target's next action, rows B: the actor loss's action. The actor's weights do not change
     between the two uses, so this is the same computation as two passes. ``with_actor=False``
     (an update the actor skips, ``policy_delay``) runs it over next_obs alone and saves nothing.
-    ``layer_norm``: the critics' ``critic_layer_norm``.
+    ``layer_norm``: the critics' ``critic_layer_norm``; ``target_bounds``: ``bound_targets``' clamp.
     """
     n_b = obs.shape[0]
     p_acts = mlp_forward(torch.cat([next_obs, obs]) if with_actor else next_obs, p_w, p_b)
@@ -249,7 +250,7 @@ def critic_grads(obs: Tensor, actions: Tensor, rewards: Tensor, terminated: Tens
     next_v = next_q.min(0).values
     if backup_entropy:
         next_v = next_v - alpha * log_prob[:n_b]
-    target = losses.soft_bellman_target(rewards, terminated, next_v, gamma)
+    target = losses.soft_bellman_target(rewards, terminated, next_v, gamma, target_bounds)
     norms: list[Tensor] = []
     c_acts = ensemble_forward(torch.cat([obs, actions], dim=-1), c_w, c_b, layer_norm, norms)
     q = c_acts[-1].squeeze(-1)

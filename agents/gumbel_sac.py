@@ -472,7 +472,8 @@ class GumbelSAC(SoftActorCritic):
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha),
                                       dist=self._distribution_from(p_acts[-1][:n_b], batch.next_masks),
                                       critic=_EnsembleForward(t_w, t_b, hp["critic_layer_norm"]))
-            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch))
+            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch),
+                                                self._target_bounds())
             y = self._one_hot(batch.actions)
             norms: list[Tensor] = []
             c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b, hp["critic_layer_norm"], norms)

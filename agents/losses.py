@@ -7,6 +7,7 @@ caller aggregates them and reads at logging intervals.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -32,10 +33,31 @@ def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None) -> 
                   "train/target_mean": target.detach().mean()}
 
 
-def soft_bellman_target(rewards: Tensor, terminated: Tensor, next_value: Tensor, gamma: float | Tensor) -> Tensor:
+def soft_bellman_target(rewards: Tensor, terminated: Tensor, next_value: Tensor, gamma: float | Tensor,
+                        bounds: Tensor | None = None) -> Tensor:
     """r + gamma * (1 - terminated) * V(s'). A truncated step still bootstraps. ``gamma`` may be
-    per transition (gamma^k of an n-step return)."""
+    per transition (gamma^k of an n-step return). ``bounds``: (lo, hi) that V(s') is clamped to
+    first (:func:`value_bounds`; ``bound_targets``)."""
+    if bounds is not None:
+        next_value = next_value.clamp(bounds[0], bounds[1])
     return rewards + gamma * (1.0 - terminated) * next_value
+
+
+def value_bounds(r_min: float, r_max: float, gamma: float) -> tuple[float, float]:
+    """The range of every discounted return sum_t gamma^t r_t with rewards in [r_min, r_max],
+    whatever the policy and wherever the episode ends: [min(0, r_min), max(0, r_max)] / (1 - gamma).
+
+    The 0 is the empty sum (an episode that ends at once), so a reward range of one sign still
+    bounds the value on both sides. ``gamma = 1`` (no discount) leaves the side with rewards of
+    its sign unbounded. A learned value outside this range is an error whatever the MDP: the
+    bound of Q-learning's convergence proofs (e.g. Szepesvari 2010, ch. 1), used to clamp
+    targets as He et al. (2017, "optimality tightening") do with tighter, trajectory-based ones.
+    """
+    def scale(r: float) -> float:
+        if r == 0:
+            return 0.0
+        return r / (1.0 - gamma) if gamma < 1 else math.copysign(math.inf, r)
+    return scale(min(0.0, r_min)), scale(max(0.0, r_max))
 
 
 def actor_loss(q: Tensor, entropy: Tensor, alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

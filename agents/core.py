@@ -685,7 +685,8 @@ class SoftActorCritic:
             for k, v in module.state_dict().items():
                 tensors[f"{name}.{k}"] = v
         tensors["log_alpha"] = self.log_alpha.detach().reshape(1)
-        tensors["reward_range"] = torch.tensor(self.reward_range, dtype=torch.float64)
+        if self.reward_range[0] <= self.reward_range[1]:  # bound_targets has seen rewards
+            tensors["reward_range"] = torch.tensor(self.reward_range, dtype=torch.float64)
         optim_meta = {}
         for name, opt in self._optimizers().items():
             sd = opt.state_dict()
@@ -750,13 +751,11 @@ class SoftActorCritic:
             module.load_state_dict(sd)
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"].reshape(()))
-        # Files from before bound_targets have no reward range: the agent starts from none seen.
+        # A file without a reward range (bound_targets off, or older than it): none seen yet.
         self.reward_range = (math.inf, -math.inf)
         self.target_bounds.copy_(torch.tensor([-math.inf, math.inf]))
         if "reward_range" in tensors:
-            lo, hi = (float(v) for v in tensors["reward_range"])
-            if lo <= hi:
-                self._observe_rewards(np.array([lo, hi]))
+            self._observe_rewards(tensors["reward_range"].numpy())
         for name, opt in self._optimizers().items():
             groups = meta["optimizers"][name]
             state: dict[int, dict[str, Tensor]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +112,57 @@ def test_soft_bellman_target_terminated_vs_truncated() -> None:
     terminated = torch.tensor([0.0, 1.0, 0.0])
     out = losses.soft_bellman_target(r, terminated, v, 0.9)
     assert torch.equal(out, torch.tensor([10.0, 1.0, 10.0]))  # the third is "truncated": it bootstraps
+
+
+@pytest.mark.parametrize(("r_min", "r_max", "gamma", "bounds"), [
+    (1.0, 1.0, 0.99, (0.0, 100.0)),        # CartPole: an episode may end at once, so 0 is the floor
+    (-1.0, 0.0, 0.99, (-100.0, 0.0)),      # Acrobot
+    (-2.0, 3.0, 0.9, (-20.0, 30.0)),
+    (0.5, 2.0, 1.0, (0.0, math.inf)),      # undiscounted: the side with rewards of its sign is open
+    (0.0, 0.0, 1.0, (0.0, 0.0)),
+])
+def test_value_bounds(r_min: float, r_max: float, gamma: float, bounds: tuple[float, float]) -> None:
+    assert losses.value_bounds(r_min, r_max, gamma) == pytest.approx(bounds)
+
+
+def test_value_bounds_hold_every_discounted_return() -> None:
+    """Returns of random reward sequences in [r_min, r_max], cut at random lengths, lie in the bounds,
+    and the all-r_max infinite sequence reaches the upper one: the bound is tight, not just safe."""
+    g = torch.Generator().manual_seed(0)
+    gamma, r_min, r_max = 0.95, -0.5, 2.0
+    lo, hi = losses.value_bounds(r_min, r_max, gamma)
+    rewards = r_min + (r_max - r_min) * torch.rand(2000, 400, generator=g, dtype=torch.float64)
+    alive = torch.arange(400) < torch.randint(1, 401, (2000, 1), generator=g)
+    returns = (rewards * alive * gamma ** torch.arange(400, dtype=torch.float64)).sum(1)
+    assert lo <= float(returns.min()) and float(returns.max()) <= hi
+    assert float((r_max * gamma ** torch.arange(2000, dtype=torch.float64)).sum()) == pytest.approx(hi)
+
+
+def test_soft_bellman_target_clamps_the_bootstrapped_value_only() -> None:
+    """The bound is on V(s'), not on the target: r + gamma * clamp(V) (a reward may exceed it)."""
+    r, v = torch.tensor([5.0, 1.0, 1.0, 1.0]), torch.tensor([150.0, -30.0, 50.0, 150.0])
+    terminated = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    out = losses.soft_bellman_target(r, terminated, v, 0.9, torch.tensor([0.0, 100.0]))
+    assert torch.equal(out, torch.tensor([95.0, 1.0, 46.0, 1.0]))
+
+
+@pytest.mark.parametrize("manual_backward", [True, False])
+@pytest.mark.parametrize("bound", [True, False])
+def test_bound_targets_caps_an_overestimating_critic(bound: bool, manual_backward: bool) -> None:
+    """Target critics that value every CartPole state at 1e4: with bound_targets the critic is
+    trained toward at most 1 + gamma * 100 = 100 (rewards are 1), without it toward ~1e4; on the
+    hand-written update and the autograd one."""
+    agent = GumbelSAC("CartPole-v1", bound_targets=bound, manual_backward=manual_backward, **SMALL)
+    agent.learn(SMALL["learning_starts"])
+    if bound:
+        assert agent.reward_range == (1.0, 1.0)
+        assert agent.target_bounds.tolist() == pytest.approx([0.0, 100.0])
+    agent.pop_train_info()  # the update learn() ran at its last step
+    with torch.no_grad():
+        agent.critic_target.layers[-1].bias.fill_(1e4)
+    agent.train_step()
+    target = agent.pop_train_info()["train/target_mean"]  # terminal transitions' targets are 1
+    assert (90.0 < target <= 100.0 + 1e-4) if bound else target > 5000.0
 
 
 @pytest.mark.parametrize("flag", ["terminated", "truncated"])

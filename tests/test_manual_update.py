@@ -63,6 +63,7 @@ def _run_pair(a: SoftActorCritic, b: SoftActorCritic, steps: int = 4) -> tuple[d
     ("Pendulum-v1", {"n_step": 3, "backup_entropy": False}),      # per-transition discounts
     ("Pendulum-v1", {"huber_delta": 0.05}),                       # Huber, clipping most TD errors
     ("Pendulum-v1", {"critic_layer_norm": True, "policy_delay": 2}),  # LayerNorm critics (and targets)
+    ("Pendulum-v1", {"bound_targets": True, "backup_entropy": False}),  # V(s') clamped to [-1600, 0]
     (ContinuousIdentity(dim=3), {"net_arch": [16, 24, 8]}),      # 3-d actions, three hidden layers
 ])
 def test_manual_update_equals_autograd_in_float64(env: Any, hp: dict[str, Any]) -> None:
@@ -82,6 +83,7 @@ def test_manual_update_equals_autograd_in_float64(env: Any, hp: dict[str, Any]) 
     ("CartPole-v1", {"policy_delay": 2, "n_step": 3}),
     ("CartPole-v1", {"huber_delta": 0.05}),                                      # Huber, clipping most TD errors
     ("CartPole-v1", {"critic_layer_norm": True}),                                # LayerNorm critics (and targets)
+    ("CartPole-v1", {"bound_targets": True}),                                    # V(s') clamped to [0, 100]
     (MultiDiscreteTarget(), {"critic": "joint", "critic_layer_norm": True}),     # ... and the critic's input grad
     (MultiDiscreteTarget(), {"critic": "heads", "estimator": "gumbel-rao"}),     # ragged factors
     (MultiDiscreteTarget(), {"critic": "joint", "estimator": "reinmax"}),        # input gradient of the critic
@@ -111,7 +113,7 @@ def test_nonzero_relu_subgradient_takes_autograd() -> None:
     assert _max_weight_gap(a, b) == 0.0
 
 
-@pytest.mark.parametrize("hp", [{}, {"critic_layer_norm": True}])
+@pytest.mark.parametrize("hp", [{}, {"critic_layer_norm": True}, {"bound_targets": True, "backup_entropy": False}])
 def test_compiled_update_equals_eager_in_float64(hp: dict[str, Any]) -> None:
     compiled = _float64_agent("Pendulum-v1", compile=True, **hp)
     eager = _float64_agent("Pendulum-v1", **hp)

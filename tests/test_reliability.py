@@ -11,6 +11,7 @@ which is just as exact.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import signal
@@ -27,7 +28,7 @@ import torch
 from envs_for_tests import NaNAfter, PickleExploit
 
 from agents import GaussianSAC, GumbelSAC
-from agents.checkpoint import write_safetensors
+from agents.checkpoint import tensors_digest, write_safetensors
 from agents.core import NonFiniteError, SoftActorCritic, read_checkpoint
 from envs import make_vec_env
 from experiments.config import ConfigError, EnvConfig, load_config
@@ -153,6 +154,23 @@ def test_restore_accepts_a_checkpoint_that_predates_a_key(tmp_path: Path) -> Non
     assert GumbelSAC("CartPole-v1", **TINY, policy_delay=1).restore(old).learn(20).num_timesteps == 80
     with pytest.raises(ValueError, match=r"policy_delay=1 \(here 2\)"):
         GumbelSAC("CartPole-v1", **TINY).restore(old)
+
+
+def test_reward_range_survives_save_restore_and_older_files(tmp_path: Path) -> None:
+    """bound_targets' reward range travels in model files and checkpoints (a checkpoint without its
+    buffer must not forget it); a file from before it means no reward seen yet, so no clamp."""
+    agent = GumbelSAC("CartPole-v1", **TINY, bound_targets=True).learn(60)
+    path = agent.checkpoint(tmp_path / "ck", include_buffer=False)
+    resumed = GumbelSAC("CartPole-v1", **TINY, bound_targets=True).restore(path)
+    assert resumed.reward_range == (1.0, 1.0) and resumed.target_bounds.tolist() == pytest.approx([0.0, 100.0])
+    assert GumbelSAC.load(agent.save(tmp_path / "model")).reward_range == (1.0, 1.0)
+    tensors, meta = read_checkpoint(path)
+    del tensors["reward_range"]
+    meta["sha256"] = tensors_digest(tensors)
+    old = GumbelSAC("CartPole-v1", **TINY, bound_targets=True).restore(
+        write_safetensors(tmp_path / "old.safetensors", tensors, meta))
+    assert old.target_bounds.tolist() == [-math.inf, math.inf]
+    assert old.learn(20).target_bounds.tolist() == pytest.approx([0.0, 100.0])
 
 
 def test_n_step_windows_stop_where_an_opaque_env_restarts_its_episodes(tmp_path: Path) -> None:

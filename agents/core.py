@@ -15,7 +15,7 @@ import json
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -241,10 +241,10 @@ class SoftActorCritic:
         # step, no sync) and as the device tensor of value bounds the targets are clamped to.
         self.reward_range = (math.inf, -math.inf)
         self.target_bounds = torch.tensor([-math.inf, math.inf], device=self.device)
-        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=hp["learning_rate"], fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=hp["critic_learning_rate"], fused=True)
-        alpha_lr = hp["learning_rate"] if hp["alpha_learning_rate"] is None else hp["alpha_learning_rate"]
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=alpha_lr, fused=True)
+        lr = self._learning_rates()
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr["actor"], fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr["critic"], fused=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=lr["alpha"], fused=True)
 
         self.num_timesteps = 0
         self.num_updates = 0
@@ -666,6 +666,12 @@ class SoftActorCritic:
         return {k: sums[k] / counts[k] for k in sums}
 
     # ---------------------------------------------------------------- save / load
+    def _learning_rates(self) -> dict[str, float]:
+        """Each optimizer's learning rate (keys of :meth:`_optimizers`) from the hyperparameters."""
+        hp = self.hparams
+        return {"actor": hp["learning_rate"], "critic": hp["critic_learning_rate"],
+                "alpha": hp["learning_rate"] if hp["alpha_learning_rate"] is None else hp["alpha_learning_rate"]}
+
     def _modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target}
 
@@ -821,20 +827,28 @@ class SoftActorCritic:
         meta["sha256"] = tensors_digest(tensors)
         return write_safetensors(path, tensors, meta)
 
-    def restore(self, path: str | Path) -> SoftActorCritic:
+    def restore(self, path: str | Path, changed: Collection[str] = ()) -> SoftActorCritic:
         """Continue from :meth:`checkpoint`'s file: this agent must have been built with the same
-        hyperparameters (and an env of the same kind, whose state is then restored)."""
+        hyperparameters (and an env of the same kind, whose state is then restored).
+
+        ``changed``: hyperparameters this agent may hold at other values than the checkpoint, for
+        a counterfactual continuation (``experiments.replay``: the same run from the same state
+        with one setting changed). Their state must still fit: a change of network shapes fails.
+        """
         tensors, meta = read_checkpoint(path)
         if meta.get("agent") != type(self).__name__:
             raise ValueError(f"{path} is a {meta.get('agent')} checkpoint, not {type(self).__name__}")
         # A key the checkpoint predates ran with its behaviour_before value, or else today's default
         # (the key was added with the old behaviour as its default: policy_delay, n_step, ...).
         saved = {k: meta["hparams"].get(k, self.behaviour_before.get(k, self.defaults[k])) for k in self.hparams}
-        differ = sorted(k for k in self.hparams if k != "device" and saved[k] != self.hparams[k])
+        differ = sorted(k for k in self.hparams if k not in {"device", *changed} and saved[k] != self.hparams[k])
         if differ:
             raise ValueError(f"{path} was written with other hyperparameters: "
                              + ", ".join(f"{k}={saved[k]!r} (here {self.hparams[k]!r})" for k in differ))
         self.load_state_tensors(tensors, meta, source=str(path))
+        if changed:  # the optimizers' saved groups carry the old rates
+            for name, lr in self._learning_rates().items():
+                self._optimizers()[name].param_groups[0]["lr"] = lr
         resume = meta["checkpoint"]
         groups = [tuple(keys) for keys, _ in resume["info_groups"]]
         self._info_sums = {keys: tensors[f"info.{i}"].to(self.device) for i, keys in enumerate(groups)}

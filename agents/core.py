@@ -862,6 +862,10 @@ class SoftActorCritic:
         if "buffer.pos_size" in tensors:
             self._ensure_buffer().load_state_dict({k[len("buffer."):]: v for k, v in tensors.items()
                                                    if k.startswith("buffer.")})
+            if self.hparams["bound_targets"] and len(self.buffer):
+                # A run that turns bound_targets on at this checkpoint (experiments.replay) has no
+                # reward range saved: the buffer's rewards give it.
+                self._observe_rewards(self.buffer.rewards[:len(self.buffer)].cpu().numpy())
         if self.env is not None and "env" in resume:
             n = self.env.num_envs
             if tensors["env._returns"].shape[0] != n:

@@ -33,6 +33,16 @@ def make_eval_env(cfg: Config, n_episodes: int, copy_wrapper: Callable[[gym.Env,
     return make_vec_env(env_cfg, n_envs=min(n_episodes, 10), copy_wrapper=copy_wrapper, render_mode=render_mode)
 
 
+def evaluate_at(cfg: Config, model: Any, eval_env: gym.vector.VectorEnv, step: int,
+                train_env: gym.vector.VectorEnv | None = None) -> EvalResult:
+    """A run's evaluation at env step ``step``: its episodes, mode and seeds, with the training
+    env's observation normalization frozen in (``experiments.replay`` evaluates through this too)."""
+    if train_env is not None and (state := obs_normalization(train_env)) is not None:
+        set_obs_normalization(eval_env, state, frozen=True)
+    return evaluate(model, eval_env, cfg.train.eval_episodes, deterministic=cfg.train.eval_deterministic,
+                    seed=EVAL_SEED + step)
+
+
 class RunLoop:
     """Progress bar, evaluation every ``eval_freq`` and checkpoints every ``checkpoint_freq`` env steps."""
 
@@ -86,10 +96,7 @@ class RunLoop:
         if self.eval_env is None:
             return None
         t0 = time.perf_counter()
-        if self.train_env is not None and (state := obs_normalization(self.train_env)) is not None:
-            set_obs_normalization(self.eval_env, state, frozen=True)
-        result = evaluate(self.model, self.eval_env, self.cfg.train.eval_episodes,
-                          deterministic=self.cfg.train.eval_deterministic, seed=EVAL_SEED + step)
+        result = evaluate_at(self.cfg, self.model, self.eval_env, step, self.train_env)
         metrics = {**result.summary(), "eval/episodes": len(result.returns)}
         self.tracker.log(metrics, step)
         self.last_eval, self.last_eval_step = result, step

@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from envs import make_vec_env, obs_normalization, set_obs_normalization
-from experiments.config import ConfigError, agent_class, load_config, parse_overrides
-from experiments.evaluation import evaluate
-from experiments.loop import EVAL_SEED, make_eval_env
+from envs import make_vec_env
+from experiments.config import ConfigError, load_config, parse_overrides
+from experiments.loop import evaluate_at, make_eval_env
+from experiments.train import build_agent
 
 
 def replay(run_dir: str | Path, start: int, until: int, overrides: dict[str, Any] | None = None,
@@ -51,12 +51,8 @@ def replay(run_dir: str | Path, start: int, until: int, overrides: dict[str, Any
         import torch
 
         torch.set_num_threads(cfg.train.torch_threads)
-    cls = agent_class(cfg.agent.name)
-    hp = {**{k: v for k, v in cls.behaviour_before.items() if k not in cfg.agent.hyperparameters},
-          **cfg.agent.hyperparameters}
     venv = make_vec_env(cfg.env)
-    agent = cls(venv, seed=cfg.train.seed, device=cfg.train.device, **hp)
-    agent.restore(ckpt, changed=[k.split(".", 1)[1] for k in overrides])
+    agent = build_agent(cfg, venv, ckpt, changed=[k.split(".", 1)[1] for k in overrides])
     if agent.buffer is None or len(agent.buffer) == 0:
         raise ConfigError(f"{ckpt} was saved without its replay buffer (train.checkpoint_buffer: false); "
                           "a replay needs it")
@@ -70,10 +66,7 @@ def replay(run_dir: str | Path, start: int, until: int, overrides: dict[str, Any
         if step >= state["next"]:
             while state["next"] <= step:
                 state["next"] += every
-            if (norm := obs_normalization(venv)) is not None:
-                set_obs_normalization(eval_env, norm, frozen=True)
-            result = evaluate(a, eval_env, cfg.train.eval_episodes, deterministic=cfg.train.eval_deterministic,
-                              seed=EVAL_SEED + step)
+            result = evaluate_at(cfg, a, eval_env, step, venv)
             info = {k: float(v) for k, v in a.pop_train_info().items()}
             rows.append({"step": step, "eval": result.mean, **info})
             if log is not None:

@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import warnings
+from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,9 @@ def latest_checkpoint(run_dir: Path) -> Path:
     raise ConfigError("no usable checkpoint in " + str(run_dir / "checkpoints") + ":\n  " + "\n  ".join(bad))
 
 
-def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
-               resume_from: Path | None = None, on_eval: OnEval | None = None) -> tuple[Path, float | None]:
-    """GumbelSAC / GaussianSAC: the agent's own loop, with the runner's work in its callback."""
-    venv = make_vec_env(cfg.env)
+def build_agent(cfg: Config, venv: Any, resume_from: Path | None = None, changed: Collection[str] = ()) -> Any:
+    """The run's agent on ``venv``, fresh or restored from ``resume_from`` (``changed``: the
+    hyperparameters allowed to differ from the checkpoint's, :meth:`SoftActorCritic.restore`)."""
     cls, hp = agent_class(cfg.agent.name), dict(cfg.agent.hyperparameters)
     if resume_from is not None:
         # A run folder's config.yaml lists every hyperparameter in force when the run began, so a
@@ -91,7 +91,15 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
         hp = {**{k: v for k, v in cls.behaviour_before.items() if k not in hp}, **hp}
     agent = cls(venv, seed=cfg.train.seed, device=cfg.train.device, **hp)
     if resume_from is not None:
-        agent.restore(resume_from)
+        agent.restore(resume_from, changed)
+    return agent
+
+
+def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
+               resume_from: Path | None = None, on_eval: OnEval | None = None) -> tuple[Path, float | None]:
+    """GumbelSAC / GaussianSAC: the agent's own loop, with the runner's work in its callback."""
+    venv = make_vec_env(cfg.env)
+    agent = build_agent(cfg, venv, resume_from)
     start = agent.num_timesteps
 
     def save_checkpoint(path: Path) -> Path:

@@ -556,8 +556,8 @@ class SoftActorCritic:
         with torch.no_grad():
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha))
-            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch),
-                                                self._target_bounds())
+            target = losses.soft_bellman_target(self._target_rewards(batch, alpha), batch.terminated, next_v,
+                                                self._discount(batch), self._target_bounds())
         c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target, hp["huber_delta"])
         self.critic_optimizer.zero_grad(set_to_none=True)
         c_loss.backward()
@@ -639,6 +639,10 @@ class SoftActorCritic:
         if lo < self.reward_range[0] or hi > self.reward_range[1]:
             self.reward_range = (min(lo, self.reward_range[0]), max(hi, self.reward_range[1]))
             self.target_bounds.copy_(torch.tensor(losses.value_bounds(*self.reward_range, self.hparams["gamma"])))
+
+    def _target_rewards(self, batch: Batch, alpha: Tensor) -> Tensor:
+        """The reward in the critic target: the batch's (GumbelSAC may add its Munchausen term)."""
+        return batch.rewards
 
     def _target_bounds(self) -> Tensor | None:
         """What the critic target's bootstrapped value is clamped to, or None (``bound_targets`` off)."""

@@ -30,6 +30,7 @@ update (the stored state's mask) and in the Bellman target (the next state's mas
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +40,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from agents import losses
+from agents.buffer import Batch
 from agents.core import SoftActorCritic
 from agents.distributions import ESTIMATORS, GumbelSoftmax
 from agents.networks import (
@@ -148,6 +150,16 @@ class GumbelSAC(SoftActorCritic):
         manual_backward: run the update with the MLPs' gradients written out
             (:meth:`_manual_train_step`) instead of autograd: the same maths, held equal to the
             autograd path in float64 by the tests. ``relu_subgradient`` other than 0 always takes autograd.
+        munchausen: m in [0, 1): add m * alpha * clip(log pi(a|s), munchausen_clip, 0) of the stored
+            action to each critic target's reward (Munchausen RL, Vieillard et al. 2020). With pi
+            near softmax(Q / alpha), alpha * log pi(a|s) is the soft advantage of a, so the critics'
+            fixed point widens every action gap by up to 1 / (1 - m) (advantage learning, Bellemare
+            et al. 2016) and the greedy action stops turning on critic noise in near-tie states.
+            The log-policy of the current actor, without gradient; for a MultiDiscrete action, of the
+            joint action (summed over factors). 0 (default) is plain SAC. Not with ``bound_targets``:
+            the term moves the values below what the rewards alone bound.
+        munchausen_clip: lower clip l0 < 0 of log pi in the Munchausen term (Vieillard et al. use
+            -1), so an action the policy has all but ruled out does not send its target to -inf.
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.MultiDiscrete)
@@ -187,6 +199,7 @@ class GumbelSAC(SoftActorCritic):
         # The update with the three MLPs' backward passes written out and one policy pass over
         # [next_obs; obs] (issue 7): the same maths in fewer ops. False takes the autograd path.
         "manual_backward": True,
+        "munchausen": 0.0, "munchausen_clip": -1.0,
     }
 
     @classmethod
@@ -215,6 +228,15 @@ class GumbelSAC(SoftActorCritic):
             raise ValueError(f"manual_backward={hp['manual_backward']!r} must be true or false")
         if not 0 <= hp["target_entropy_scale"] <= 1:
             raise ValueError(f"target_entropy_scale must be in [0, 1]; got {hp['target_entropy_scale']}")
+        m = hp["munchausen"]
+        if isinstance(m, (bool, str)) or not 0 <= m < 1:
+            raise ValueError(f"munchausen={m!r} must be a number in [0, 1) (0 = off; Vieillard et al. 2020 use 0.9)")
+        if isinstance(hp["munchausen_clip"], (bool, str)) or not hp["munchausen_clip"] < 0:
+            raise ValueError(f"munchausen_clip={hp['munchausen_clip']!r} must be a number < 0 (the lowest log pi "
+                             "the Munchausen term uses; Vieillard et al. 2020 use -1)")
+        if m and hp["bound_targets"]:
+            raise ValueError(f"munchausen={m} and bound_targets=true do not combine: the Munchausen term lowers "
+                             "the values below the range the rewards bound. Set one of them off.")
 
     # ---------------------------------------------------------------- networks
     def _build(self) -> None:
@@ -437,6 +459,18 @@ class GumbelSAC(SoftActorCritic):
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])  # noqa: E731
         return {"grad/estimator_cosine": F.cosine_similarity(flat(p.grad for p in params), flat(exact), dim=0)}
 
+    def _target_rewards(self, batch: Batch, alpha: Tensor,
+                        policy_at_obs: Callable[[], GumbelSoftmax] | None = None) -> Tensor:
+        """The reward the critic target uses: the batch's, plus the Munchausen term when
+        ``munchausen`` is on (see the class docstring). ``policy_at_obs``: builds the policy at
+        ``batch.obs`` from a forward pass already made (the hand-written update's)."""
+        hp = self.hparams
+        if not hp["munchausen"]:
+            return batch.rewards
+        dist = policy_at_obs() if policy_at_obs is not None else self.distribution(batch.obs, batch.masks)
+        log_pi = dist.log_prob(batch.actions).clamp(hp["munchausen_clip"], 0.0)
+        return batch.rewards + hp["munchausen"] * alpha * log_pi
+
     # ---------------------------------------------------------------- the update, by hand
     def train_step(self) -> dict[str, Tensor]:
         if self.hparams["manual_backward"] and self.hparams["relu_subgradient"] == 0.0:
@@ -467,12 +501,15 @@ class GumbelSAC(SoftActorCritic):
         n_b = batch.obs.shape[0]
         actor_turn = self._actor_turn()
         with torch.no_grad():
-            p_acts = mlp_forward(torch.cat([batch.next_obs, batch.obs]) if actor_turn else batch.next_obs, p_w, p_b)
+            both = actor_turn or bool(hp["munchausen"])
+            p_acts = mlp_forward(torch.cat([batch.next_obs, batch.obs]) if both else batch.next_obs, p_w, p_b)
             next_v = self._next_value(batch.next_obs, batch.next_masks,
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha),
                                       dist=self._distribution_from(p_acts[-1][:n_b], batch.next_masks),
                                       critic=_EnsembleForward(t_w, t_b, hp["critic_layer_norm"]))
-            target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, self._discount(batch),
+            rewards = self._target_rewards(batch, alpha, lambda: self._distribution_from(p_acts[-1][n_b:],
+                                                                                       batch.masks))
+            target = losses.soft_bellman_target(rewards, batch.terminated, next_v, self._discount(batch),
                                                 self._target_bounds())
             y = self._one_hot(batch.actions)
             norms: list[Tensor] = []

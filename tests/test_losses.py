@@ -165,6 +165,47 @@ def test_bound_targets_caps_an_overestimating_critic(bound: bool, manual_backwar
     assert (90.0 < target <= 100.0 + 1e-4) if bound else target > 5000.0
 
 
+@pytest.mark.parametrize("manual_backward", [True, False])
+def test_munchausen_term_is_the_clipped_scaled_log_policy_of_the_stored_action(manual_backward: bool,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewards 0 and every transition terminal: the critic target is exactly the Munchausen term
+    m * alpha * clip(log pi(a|s), l0, 0) of the stored action. The policy is set to pi(0) = 0.9,
+    pi(1) = 0.1, so action 0's log pi (-0.105) passes and action 1's (-2.30) is clipped to l0 = -1."""
+    m, alpha = 0.9, 0.3
+    agent = GumbelSAC("CartPole-v1", munchausen=m, alpha=alpha, learn_alpha=False,
+                      manual_backward=manual_backward, **SMALL)
+    with torch.no_grad():
+        last = agent.policy.net[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([math.log(0.9), math.log(0.1)]))
+    buf = agent._ensure_buffer()
+    n = SMALL["batch_size"]
+    obs = torch.randn(n, 4, generator=torch.Generator().manual_seed(0)).numpy()
+    actions = (torch.arange(n) % 2).reshape(-1, 1).numpy()
+    ones, zeros = torch.ones(n).numpy(), torch.zeros(n).numpy()
+    buf.add(obs, actions, zeros, obs, ones, zeros)
+    captured: dict[str, Tensor] = {}
+    real_critic = losses.critic_loss
+
+    def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None):
+        captured.setdefault("target", target)
+        return real_critic(q, target, huber_delta)
+
+    real_sample = agent._sample
+
+    def sample():
+        captured["batch"] = real_sample()
+        return captured["batch"]
+
+    monkeypatch.setattr(losses, "critic_loss", critic_loss)
+    monkeypatch.setattr(agent, "_sample", sample)
+    agent.train_step()
+    sampled = captured["batch"].actions.reshape(-1)
+    expected = torch.where(sampled == 0, m * alpha * math.log(0.9), m * alpha * -1.0)
+    assert 0 < int(sampled.sum()) < n  # both actions in the batch
+    assert torch.allclose(captured["target"], expected.float(), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("flag", ["terminated", "truncated"])
 def test_train_step_bootstraps_on_truncation_only(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rewards 0 and one shared next state: the critic's target is exactly 0 after a termination and

@@ -84,6 +84,8 @@ def test_manual_update_equals_autograd_in_float64(env: Any, hp: dict[str, Any]) 
     ("CartPole-v1", {"huber_delta": 0.05}),                                      # Huber, clipping most TD errors
     ("CartPole-v1", {"critic_layer_norm": True}),                                # LayerNorm critics (and targets)
     ("CartPole-v1", {"bound_targets": True}),                                    # V(s') clamped to [0, 100]
+    ("CartPole-v1", {"munchausen": 0.9, "munchausen_clip": -0.6}),               # log pi at obs, policy_delay 2
+    (CombinatorialMasked(), {"critic": "joint", "munchausen": 0.5}),             # ... masked, joint actions
     (MultiDiscreteTarget(), {"critic": "joint", "critic_layer_norm": True}),     # ... and the critic's input grad
     (MultiDiscreteTarget(), {"critic": "heads", "estimator": "gumbel-rao"}),     # ragged factors
     (MultiDiscreteTarget(), {"critic": "joint", "estimator": "reinmax"}),        # input gradient of the critic

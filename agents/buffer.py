@@ -6,6 +6,11 @@ and only a true termination cuts the return. Action masks are stored for both st
 (the stored observation's) keeps the actor's update off actions that were illegal where it acted,
 and ``next_masks`` keeps the Bellman target off actions illegal in the next state.
 
+Prioritized replay (``priority_alpha > 0``; Schaul et al. 2016, proportional variant) samples row i
+with probability p_i / sum p, p_i = (|TD error_i| + eps) ** alpha, a new row at the largest
+priority so far, and returns importance weights (N P(i)) ** -beta / max over the batch for the
+loss. Sampling is O(size) (one ``torch.multinomial`` over the filled rows), not a sum tree.
+
 n-step returns (``sample(n_step=n)``) follow each env copy's own transitions, which sit ``stride``
 (the number of env copies) rows apart, and stop at the episode's end or at the newest transition.
 """
@@ -59,6 +64,10 @@ class Batch(NamedTuple):
     discount: Tensor | None = None
     """Per transition, gamma ** k for the k rewards summed into ``rewards`` (``sample(n_step > 1)``
     only; with one step the agent's gamma applies)."""
+    indices: Tensor | None = None
+    """Rows sampled (prioritized replay only: where :meth:`ReplayBuffer.update_priorities` writes)."""
+    weights: Tensor | None = None
+    """Importance weights of the rows (prioritized replay only), at most 1."""
 
 
 class ReplayBuffer:
@@ -74,11 +83,16 @@ class ReplayBuffer:
         stride: rows between one env copy's consecutive transitions: the number of copies, whose
             transitions each :meth:`add` writes in the same order every time. Only n-step sampling
             reads it.
+        priority_alpha: 0 samples uniformly; above 0, prioritized replay with this exponent.
+        priority_beta: exponent of the importance weights of prioritized replay (1 corrects fully).
     """
+
+    PRIORITY_EPS = 1e-3  # keeps a row whose TD error is 0 sampleable (Schaul et al.'s epsilon)
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
                  action_dtype: torch.dtype, device: torch.device | str = "cpu", mask_size: int | None = None,
-                 obs_dtype: torch.dtype = torch.float32, stride: int = 1) -> None:
+                 obs_dtype: torch.dtype = torch.float32, stride: int = 1, priority_alpha: float = 0.0,
+                 priority_beta: float = 0.4) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1; got {capacity}")
         self.capacity = int(capacity)
@@ -94,6 +108,10 @@ class ReplayBuffer:
         self.masks, self.next_masks = ((torch.ones((capacity, mask_size), dtype=torch.bool, **kw),
                                         torch.ones((capacity, mask_size), dtype=torch.bool, **kw))
                                        if mask_size is not None else (None, None))
+        self.priority_alpha, self.priority_beta = float(priority_alpha), float(priority_beta)
+        # p_i ** alpha per row, and the largest p ** alpha yet (what a new row gets): device tensors, no sync.
+        self.priorities = torch.zeros(capacity, dtype=torch.float32, **kw) if self.priority_alpha > 0 else None
+        self.max_priority = torch.ones((), dtype=torch.float32, **kw)
         self.pos = 0
         self.size = 0
 
@@ -127,12 +145,21 @@ class ReplayBuffer:
             idx = ((torch.arange(n) + self.pos) % self.capacity).to(self.device)
             for dst, src in fields:
                 dst[idx] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[idx].shape)
+        if self.priorities is not None:
+            self.priorities[((torch.arange(n) + self.pos) % self.capacity).to(self.device)] = self.max_priority
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def update_priorities(self, indices: Tensor, td_errors: Tensor) -> None:
+        """Prioritized replay: the sampled rows' new priorities from their absolute TD errors.
+        A row sampled twice in a batch keeps one of its two (equal-target) errors."""
+        p = (td_errors.detach().abs().float() + self.PRIORITY_EPS) ** self.priority_alpha
+        self.priorities[indices] = p
+        torch.maximum(self.max_priority, p.max(), out=self.max_priority)
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None, n_step: int = 1,
                gamma: float = 0.99) -> Batch:
-        """Uniform sample with replacement.
+        """Uniform sample with replacement (prioritized when the buffer was built so).
 
         With ``n_step`` n > 1, each sampled transition t carries the discounted sum of the rewards
         of t, t+1, ..., t+k-1 of its env copy, and the next observation, next mask and
@@ -144,14 +171,28 @@ class ReplayBuffer:
         """
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
+        if self.priorities is not None:
+            return self._sample_prioritized(batch_size, generator, n_step, gamma)
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device="cpu")
         if self.device.type != "cpu":
             idx = idx.to(self.device, non_blocking=True)
+        return self._gather(idx, n_step, gamma)
+
+    def _gather(self, idx: Tensor, n_step: int, gamma: float) -> Batch:
         if n_step > 1:
             return self._sample_n_step(idx, n_step, gamma)
         return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
                      self.terminated[idx], self.truncated[idx],
                      *(m[idx] if m is not None else None for m in (self.masks, self.next_masks)))
+
+    def _sample_prioritized(self, batch_size: int, generator: torch.Generator | None, n_step: int,
+                            gamma: float) -> Batch:
+        p = self.priorities[: self.size]
+        idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        # (N P(i)) ** -beta normalized by the batch's largest: the smallest priority has weight 1.
+        chosen = p[idx]
+        weights = (chosen.min() / chosen) ** self.priority_beta
+        return self._gather(idx, n_step, gamma)._replace(indices=idx, weights=weights)
 
     def _sample_n_step(self, idx: Tensor, n_step: int, gamma: float) -> Batch:
         offsets = torch.arange(n_step, device=idx.device) * self.stride
@@ -178,6 +219,9 @@ class ReplayBuffer:
         if self.masks is not None:
             out["masks"] = self.masks[: self.size]
             out["next_masks"] = self.next_masks[: self.size]
+        if self.priorities is not None:
+            out["priorities"] = self.priorities[: self.size]
+            out["max_priority"] = self.max_priority.reshape(1)
         out["pos_size"] = torch.tensor([self.pos, self.size])
         return out
 
@@ -186,6 +230,16 @@ class ReplayBuffer:
         if size > self.capacity:
             raise ValueError(f"saved buffer holds {size} transitions; this buffer's capacity is {self.capacity}")
         for k, v in state.items():
-            if k != "pos_size":
+            if k == "max_priority":
+                if self.priorities is not None:
+                    self.max_priority.copy_(v.reshape(()))
+            elif k == "priorities":
+                if self.priorities is not None:
+                    self.priorities[:size] = v.to(self.device)
+            elif k != "pos_size":
                 getattr(self, k)[:size] = v.to(self.device)
+        if self.priorities is not None and "priorities" not in state:
+            # Prioritized replay turned on at a checkpoint saved without it (experiments.replay):
+            # every stored row starts level, as a new row would.
+            self.priorities[:size] = self.max_priority
         self.pos, self.size = pos, size

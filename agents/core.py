@@ -118,6 +118,10 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 # ------------------------------------------------------------------------------- the core
 
 
@@ -174,6 +178,12 @@ class SoftActorCritic:
             removed 4 of 5 CartPole-v1 dips; over 15 fresh seeds it dipped as often (5/15 against
             4/15), so it is off by default (benchmarks/README.md, "Bounded targets"). Needs
             ``backup_entropy=False``: the soft value's entropy bonus has no bound the rewards give.
+        prioritized_replay: 0 samples the buffer uniformly; alpha in (0, 1] samples each
+            transition in proportion to (|TD error| + 1e-3) ** alpha, a new one at the largest
+            priority yet, and weights the critic loss by importance weights (Schaul et al. 2016,
+            proportional; Rainbow's alpha 0.5). The TD error is the critics' mean |Q - target|.
+        priority_beta: exponent of those importance weights, (N P(i)) ** -beta over the batch's
+            largest; constant (Schaul et al. anneal it from 0.4 to 1).
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
         n_envs: env copies when ``env`` is an id.
         seed: seeds torch, numpy, the env and the warm-up actions.
@@ -188,7 +198,8 @@ class SoftActorCritic:
         "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2,
         "critic_layer_norm": False, "alpha": 1.0,
         "learn_alpha": True, "target_entropy": None, "backup_entropy": True, "huber_delta": None,
-        "bound_targets": False, "relu_subgradient": 0.0, "n_envs": 1, "seed": None, "device": "auto",
+        "bound_targets": False, "prioritized_replay": 0.0, "priority_beta": 0.4,
+        "relu_subgradient": 0.0, "n_envs": 1, "seed": None, "device": "auto",
     }
     # What a run saved before each of these hyperparameters existed ran with: the behaviour they
     # were added to switch off, not today's default (which may move on, as GumbelSAC's did).
@@ -326,6 +337,10 @@ class SoftActorCritic:
                       '> 0 or "auto"'),
             "huber_delta": (hp["huber_delta"] is None or (not isinstance(hp["huber_delta"], (bool, str))
                                                          and hp["huber_delta"] > 0), "> 0 or null (0.5 * MSE)"),
+            "prioritized_replay": (_is_number(hp["prioritized_replay"]) and 0 <= hp["prioritized_replay"] <= 1,
+                                   "a number in [0, 1]: 0 samples uniformly; Schaul et al. 2016 use 0.6"),
+            "priority_beta": (_is_number(hp["priority_beta"]) and 0 <= hp["priority_beta"] <= 1,
+                              "a number in [0, 1]: 1 corrects prioritized sampling fully"),
             "relu_subgradient": (0 <= hp["relu_subgradient"] <= 1, "in [0, 1]"),
             "n_envs": (hp["n_envs"] >= 1, ">= 1"),
             "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
@@ -401,7 +416,9 @@ class SoftActorCritic:
                        self.device, f"a replay buffer of {self.hparams['buffer_size']:,} transitions")
             self.buffer = ReplayBuffer(self.hparams["buffer_size"], (self.obs_dim,), shape, dtype,
                                        self.device, mask_size=mask_size,
-                                       stride=self.env.num_envs if self.env is not None else 1)
+                                       stride=self.env.num_envs if self.env is not None else 1,
+                                       priority_alpha=self.hparams["prioritized_replay"],
+                                       priority_beta=self.hparams["priority_beta"])
         return self.buffer
 
     def _mask_size(self) -> int | None:
@@ -558,7 +575,9 @@ class SoftActorCritic:
                                       alpha if hp["backup_entropy"] else torch.zeros_like(alpha))
             target = losses.soft_bellman_target(self._target_rewards(batch, alpha), batch.terminated, next_v,
                                                 self._discount(batch), self._target_bounds())
-        c_loss, info = losses.critic_loss(self._critic_values(batch.obs, batch.actions), target, hp["huber_delta"])
+        q = self._critic_values(batch.obs, batch.actions)
+        c_loss, info = losses.critic_loss(q, target, hp["huber_delta"], batch.weights)
+        self._update_priorities(batch, q, target)
         self.critic_optimizer.zero_grad(set_to_none=True)
         c_loss.backward()
         info["grad/critic_norm"] = losses.grad_norm(self.critic.parameters())
@@ -639,6 +658,12 @@ class SoftActorCritic:
         if lo < self.reward_range[0] or hi > self.reward_range[1]:
             self.reward_range = (min(lo, self.reward_range[0]), max(hi, self.reward_range[1]))
             self.target_bounds.copy_(torch.tensor(losses.value_bounds(*self.reward_range, self.hparams["gamma"])))
+
+    def _update_priorities(self, batch: Batch, q: Tensor, target: Tensor) -> None:
+        """Prioritized replay: the sampled rows' priorities from this update's TD errors, the
+        critics' mean |Q - target| (before the critics step, as Schaul et al. 2016)."""
+        if batch.indices is not None:
+            self.buffer.update_priorities(batch.indices, (q.detach() - target).abs().mean(0))
 
     def _target_rewards(self, batch: Batch, alpha: Tensor) -> Tensor:
         """The reward in the critic target: the batch's (GumbelSAC may add its Munchausen term)."""

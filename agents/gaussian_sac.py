@@ -39,7 +39,7 @@ class GaussianSAC(SoftActorCritic):
     Args:
         manual_backward: run the update with its gradients written out (:func:`critic_grads`,
             :func:`actor_grads`) instead of autograd; held equal to autograd in float64 by the tests.
-            ``relu_subgradient`` other than 0 always takes autograd.
+            ``relu_subgradient`` other than 0, or ``prioritized_replay``, always takes autograd.
         compile: run those two functions through ``torch.compile`` (inductor): one compilation of
             ~20-60 s at the first update, then fused elementwise kernels around the matmuls. Needs
             a C++ compiler; without one the agent warns and stays eager.
@@ -129,7 +129,9 @@ class GaussianSAC(SoftActorCritic):
 
     # ---------------------------------------------------------------- the update, by hand
     def train_step(self) -> dict[str, Tensor]:
-        if self.hparams["manual_backward"] and self.hparams["relu_subgradient"] == 0.0:
+        hp = self.hparams
+        # Prioritized replay's weighted loss and TD errors live on the autograd path only here.
+        if hp["manual_backward"] and hp["relu_subgradient"] == 0.0 and not hp["prioritized_replay"]:
             return self._manual_train_step()
         return super().train_step()
 

@@ -515,7 +515,9 @@ class GumbelSAC(SoftActorCritic):
             norms: list[Tensor] = []
             c_acts = ensemble_forward(self._critic_input(batch.obs, y), c_w, c_b, hp["critic_layer_norm"], norms)
         out = c_acts[-1].requires_grad_()
-        c_loss, info = losses.critic_loss(self._head_q(out, y), target, hp["huber_delta"])
+        q = self._head_q(out, y)
+        c_loss, info = losses.critic_loss(q, target, hp["huber_delta"], batch.weights)
+        self._update_priorities(batch, q, target)
         (g_out,) = torch.autograd.grad(c_loss, out)
         with torch.no_grad():
             gw, gb, _ = ensemble_backward(c_acts, c_w, g_out, norms=norms)

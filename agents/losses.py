@@ -15,20 +15,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None,
+                weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """0.5 * MSE to the shared target, summed over the ensemble. ``q``: (N, B); ``target``: (B,).
 
     ``huber_delta``: the Huber loss instead (quadratic within delta of the target, linear beyond,
     so one transition's gradient is at most delta / B: DQN's loss, Mnih et al. 2015; SB3's
-    ``smooth_l1_loss``). ``None``: 0.5 * MSE.
+    ``smooth_l1_loss``). ``None``: 0.5 * MSE. ``weights``: (B,) per-transition weights of the
+    batch mean (prioritized replay's importance weights, Schaul et al. 2016).
     """
     if q.dim() != 2 or target.shape != q.shape[1:]:
         raise ValueError(f"critic values {tuple(q.shape)} must be (critics, batch) and the target "
                          f"{tuple(target.shape)} (batch,)")
     if huber_delta is None:
-        loss = 0.5 * ((q - target.detach()) ** 2).mean(1).sum()
+        per = 0.5 * (q - target.detach()) ** 2
     else:
-        loss = F.huber_loss(q, target.detach().expand_as(q), reduction="none", delta=huber_delta).mean(1).sum()
+        per = F.huber_loss(q, target.detach().expand_as(q), reduction="none", delta=huber_delta)
+    loss = (per if weights is None else per * weights.detach()).mean(1).sum()
     return loss, {"train/critic_loss": loss.detach(), "train/q_mean": q.detach().mean(),
                   "train/target_mean": target.detach().mean()}
 

@@ -236,7 +236,8 @@ def test_multidiscrete_env_learns_without_invalid_actions() -> None:
     {"policy_delay": 0}, {"policy_delay": 1.5}, {"huber_delta": 0.0}, {"huber_delta": "big"},
     {"critic_layer_norm": "yes"}, {"bound_targets": 1}, {"bound_targets": True, "backup_entropy": True},
     {"munchausen": 1.0}, {"munchausen": -0.1}, {"munchausen": True}, {"munchausen_clip": 0.0},
-    {"munchausen": 0.9, "bound_targets": True},
+    {"munchausen": 0.9, "bound_targets": True}, {"prioritized_replay": 1.5}, {"prioritized_replay": True},
+    {"priority_beta": -0.1},
 ])
 def test_invalid_hyperparameters_raise(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):

@@ -68,6 +68,61 @@ def test_state_dict_round_trip() -> None:
         ReplayBuffer(3, (1,), (1,), torch.long, mask_size=3).load_state_dict(state)
 
 
+def test_prioritized_sampling_follows_the_priorities_and_weights_undo_them() -> None:
+    """Rows with TD errors 0, 1, 3, 7 and alpha 0.5: each is drawn with probability
+    p_i / sum p, p_i = (|td| + 1e-3) ** 0.5 (Schaul et al. 2016). Each row's count over n draws is
+    Binomial(n, P_i); 5 standard deviations bound it (a false failure ~6e-7 per row). The weights
+    are (P_i / min over the batch) ** -beta."""
+    alpha, beta = 0.5, 0.4
+    buf = ReplayBuffer(8, (1,), (1,), torch.long, priority_alpha=alpha, priority_beta=beta)
+    _fill(buf, 0, 4)
+    assert torch.equal(buf.priorities[:4], torch.ones(4))  # new rows: the largest priority yet (1 at first)
+    td = torch.tensor([0.0, 1.0, 3.0, 7.0])
+    buf.update_priorities(torch.arange(4), td)
+    p = (td + ReplayBuffer.PRIORITY_EPS) ** alpha
+    probs = p / p.sum()
+    g = torch.Generator().manual_seed(0)
+    n, counts = 0, torch.zeros(4)
+    for _ in range(200):
+        batch = buf.sample(100, g)
+        counts += torch.bincount(batch.indices, minlength=4)
+        n += 100
+        assert torch.equal(batch.rewards, batch.indices.float())  # the rows returned are the rows drawn
+        chosen = p[batch.indices]
+        assert torch.allclose(batch.weights, (chosen / chosen.min()) ** -beta)
+    sd = (n * probs * (1 - probs)).sqrt()
+    assert bool(((counts - n * probs).abs() < 5 * sd).all()), (counts, n * probs)
+    # A new row enters at the largest priority seen so far, the TD error 7's.
+    _fill(buf, 4, 1)
+    assert float(buf.priorities[4]) == pytest.approx(float(p.max()))
+    assert float(buf.max_priority) == pytest.approx(float(p.max()))
+
+
+def test_priorities_survive_the_state_dict_and_start_level_when_turned_on() -> None:
+    buf = ReplayBuffer(6, (1,), (1,), torch.long, priority_alpha=0.6)
+    _fill(buf, 0, 5)
+    buf.update_priorities(torch.tensor([0, 3]), torch.tensor([2.0, 9.0]))
+    other = ReplayBuffer(6, (1,), (1,), torch.long, priority_alpha=0.6)
+    other.load_state_dict(buf.state_dict())
+    assert torch.equal(other.priorities, buf.priorities) and torch.equal(other.max_priority, buf.max_priority)
+    uniform = ReplayBuffer(6, (1,), (1,), torch.long)
+    uniform.load_state_dict(buf.state_dict())  # a uniform buffer ignores them
+    assert uniform.priorities is None and torch.equal(uniform.rewards, buf.rewards)
+    turned_on = ReplayBuffer(6, (1,), (1,), torch.long, priority_alpha=0.6)
+    turned_on.load_state_dict(uniform.state_dict())  # saved without priorities: every stored row level
+    assert torch.equal(turned_on.priorities[:5], torch.ones(5)) and float(turned_on.priorities[5]) == 0.0
+
+
+@pytest.mark.parametrize(("agent_cls", "env"), [(GumbelSAC, "CartPole-v1"), (GaussianSAC, "Pendulum-v1")])
+def test_agents_learn_with_prioritized_replay(agent_cls: type, env: str) -> None:
+    """Both agents (GaussianSAC through its autograd update) train on prioritized batches and
+    write the TD errors back: the priorities spread out from the level they entered at."""
+    agent = agent_cls(env, **{**SMALL, "learning_starts": 64, "batch_size": 32}, prioritized_replay=0.6)
+    agent.learn(300)
+    p = agent.buffer.priorities[:300]
+    assert agent.num_updates > 0 and float(p.std()) > 0 and bool(torch.isfinite(p).all())
+
+
 def test_empty_and_invalid() -> None:
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(0, (1,), (1,), torch.long)

@@ -187,9 +187,9 @@ def test_munchausen_term_is_the_clipped_scaled_log_policy_of_the_stored_action(m
     captured: dict[str, Tensor] = {}
     real_critic = losses.critic_loss
 
-    def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None):
+    def critic_loss(q: Tensor, target: Tensor, *args: Any):
         captured.setdefault("target", target)
-        return real_critic(q, target, huber_delta)
+        return real_critic(q, target, *args)
 
     real_sample = agent._sample
 
@@ -224,9 +224,9 @@ def test_train_step_bootstraps_on_truncation_only(flag: str, monkeypatch: pytest
     captured: dict[str, Tensor] = {}
     real_critic = losses.critic_loss
 
-    def critic_loss(q: Tensor, target: Tensor, huber_delta: float | None = None):
+    def critic_loss(q: Tensor, target: Tensor, *args: Any):
         captured["target"] = target
-        return real_critic(q, target, huber_delta)
+        return real_critic(q, target, *args)
 
     monkeypatch.setattr(losses, "critic_loss", critic_loss)
     agent.train_step()
@@ -263,5 +263,10 @@ def test_critic_and_actor_loss_values_and_shape_errors() -> None:
     q_grad = torch.tensor([[0.0, 100.0]], requires_grad=True)
     losses.critic_loss(q_grad, torch.zeros(2), huber_delta=1.0)[0].backward()
     assert torch.equal(q_grad.grad, torch.tensor([[0.0, 0.5]]))
+    # Importance weights scale each transition's term of the batch mean: errors 0, 1 / 2, 1 with
+    # weights (1, 0.5): critic 1 (0 + 0.5 * 0.5) / 2, critic 2 (2 + 0.5 * 0.5) / 2.
+    w_loss, _ = losses.critic_loss(q, target, weights=torch.tensor([1.0, 0.5]))
+    assert torch.isclose(w_loss, torch.tensor((0.0 + 0.25) / 2 + (2.0 + 0.25) / 2))
+    assert torch.isclose(losses.critic_loss(q, target, weights=torch.ones(2))[0], loss)
     a_loss, _ = losses.actor_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.5, 1.5]), torch.tensor(2.0))
     assert torch.isclose(a_loss, torch.tensor(-(2.0 + 2.0 * 1.0)))

@@ -137,6 +137,17 @@ def test_agent_resume_is_bit_identical(cls: type[SoftActorCritic], make: Any, tm
     assert resumed.num_updates == reference.num_updates and resumed.num_timesteps == 388
 
 
+def test_prioritized_replay_resume_is_bit_identical(tmp_path: Path) -> None:
+    """The priorities (and the largest one yet) are part of the checkpoint: resumed == uninterrupted."""
+    hp = {**TINY, "prioritized_replay": 0.6}
+    path = GumbelSAC("CartPole-v1", **hp).learn(238).checkpoint(tmp_path / "ck.safetensors")
+    resumed = GumbelSAC("CartPole-v1", **hp).restore(path).learn(150)
+    reference = GumbelSAC("CartPole-v1", **hp).learn(388)
+    assert_same_weights(weights(resumed), weights(reference))
+    assert torch.equal(resumed.buffer.priorities, reference.buffer.priorities)
+    assert float(reference.buffer.priorities[:388].std()) > 0  # the priorities did move
+
+
 def test_restore_refuses_other_hyperparameters(tmp_path: Path) -> None:
     path = GumbelSAC("CartPole-v1", **TINY).learn(60).checkpoint(tmp_path / "ck")
     with pytest.raises(ValueError, match="other hyperparameters: batch_size=16"):

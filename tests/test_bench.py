@@ -52,3 +52,22 @@ def test_identical_settings_map_onto_both_libraries() -> None:
 
 def test_matmul_peak_is_a_plausible_rate() -> None:
     assert 0.1 < matmul_peak_gflops(n=64, reps=50) < 1e5
+
+
+def test_cartpole_dips_finds_the_checkpoints_saved_inside_a_dip(tmp_path: Path) -> None:
+    """benchmarks/cartpole_dips.py: a checkpoint counts when its step's evaluation is below the
+    floor after the first at or above the threshold; not before it, not at a good evaluation."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cartpole_dips", Path(__file__).parents[1] / "benchmarks" /
+                                                  "cartpole_dips.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    evals = {1000: 200.0, 2000: 480.0, 3000: 500.0, 4000: 350.0, 5000: 410.0, 6000: 120.0}
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"global_step": s, "eval/mean_return": v}) + "\n"
+                                                    for s, v in evals.items()))
+    (tmp_path / "checkpoints").mkdir()
+    for step in (1000, 3000, 4000, 5000, 6000):
+        (tmp_path / "checkpoints" / f"step_{step}.safetensors").touch()
+    found = module.dip_checkpoints(tmp_path, threshold=475, floor=400)
+    assert [(step, value) for step, value, _ in found] == [(4000, 350.0), (6000, 120.0)]

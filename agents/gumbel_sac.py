@@ -12,6 +12,12 @@ Critic forms (``critic``):
   one-hot, so its value at a relaxed y is exactly the expectation under y, and the soft value of
   s' is computed exactly. For a Discrete space this is the usual per-action head; for
   MultiDiscrete it is a factorized critic that cannot represent interactions between factors.
+* ``"dueling"``: the heads critic with the dueling split (Wang et al. 2016): outputs V(s) and an
+  advantage per choice, Q(s, y) = V(s) + sum_f (A_f(s) - mean A_f(s)) . y_f. The same function
+  class, but every transition trains V and every advantage of its factors (the mean moves them
+  all), where a heads critic's last layer learns an action's output only from transitions that
+  took it; so the small gaps between actions are learned as such, not as the difference of two
+  large, separately trained outputs.
 * ``"joint"``: Q(s, y) = MLP([s, y_1, ..., y_F]), any function of the joint action. Trained only
   at one-hot vertices, so its slope inside the simplex is unconstrained (see FINDINGS.md). With at
   most :data:`EXACT_JOINT_MAX` joint actions, ``"exact"`` and the diagnostic enumerate them.
@@ -53,7 +59,7 @@ from agents.networks import (
 )
 
 ESTIMATOR_CHOICES = ("exact", *ESTIMATORS)
-CRITIC_CHOICES = ("auto", "heads", "joint", "pairwise")
+CRITIC_CHOICES = ("auto", "heads", "dueling", "joint", "pairwise")
 EXACT_JOINT_MAX = 256
 """Joint critic: the expectation over actions ("exact") enumerates up to this many joint actions."""
 SCHEDULES = ("constant", "exponential", "linear")
@@ -129,7 +135,7 @@ class GumbelSAC(SoftActorCritic):
 
     Args (beyond :class:`agents.core.SoftActorCritic`'s):
         estimator: actor gradient: ``"st"`` straight-through (default), ``"soft"``,
-            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"`` or
+            ``"gumbel-rao"``, ``"reinmax"``, or ``"exact"`` (needs ``critic="heads"``, ``"dueling"`` or
             ``"pairwise"``, or a joint critic over at most :data:`EXACT_JOINT_MAX` joint actions).
         temperature: Gumbel-Softmax temperature of the relaxation, at the start of the schedule.
             Not the SAC entropy weight (that is ``alpha``).
@@ -141,7 +147,7 @@ class GumbelSAC(SoftActorCritic):
         diagnostic_interval: every this many actor updates, log ``grad/estimator_cosine``, the cosine
             between the actor's gradient and the exact-expectation gradient on the same batch
             (wherever ``"exact"`` is possible; one extra actor forward/backward; 0 turns it off).
-        critic: ``"heads"``, ``"joint"``, ``"pairwise"`` (MultiDiscrete only), or ``"auto"`` (heads
+        critic: ``"heads"``, ``"dueling"``, ``"joint"``, ``"pairwise"`` (MultiDiscrete only), or ``"auto"`` (heads
             for Discrete, joint for MultiDiscrete).
         pairwise_rank: R of the pairwise critic's interaction matrices V_f V_g^T. A pair's
             interaction has rank at most min(K_f, K_g); R = sum over interacting pairs of that
@@ -261,7 +267,7 @@ class GumbelSAC(SoftActorCritic):
         # Every joint action as a row of choice indices, for the exact expectation under a joint critic.
         self.joint_actions = (torch.cartesian_prod(*(torch.arange(n) for n in self.nvec)).reshape(n_joint, -1)
                               .to(self.device) if self.critic_kind == "joint" and n_joint <= EXACT_JOINT_MAX else None)
-        self.has_exact = self.critic_kind in ("heads", "pairwise") or self.joint_actions is not None
+        self.has_exact = self.critic_kind in ("heads", "dueling", "pairwise") or self.joint_actions is not None
         if hp["estimator"] == "exact" and not self.has_exact:
             raise ValueError(f"estimator='exact' sums over every action: with a joint critic that is prod(nvec) = "
                              f"{n_joint:,} terms (at most {EXACT_JOINT_MAX}). Use critic='heads' or 'pairwise' "
@@ -275,7 +281,8 @@ class GumbelSAC(SoftActorCritic):
         self.policy = CategoricalPolicy(self.obs_dim, self.nvec, hp["net_arch"], hp["relu_subgradient"]).to(self.device)
         # Column f marks factor f's choices in the flat layout: pairwise_q sums V_f^T y_f with it.
         self.factor_membership = torch.block_diag(*(torch.ones(n, 1) for n in self.nvec)).to(self.device)
-        in_dim, out_dim = {"heads": (self.obs_dim, total), "joint": (self.obs_dim + total, 1),
+        in_dim, out_dim = {"heads": (self.obs_dim, total), "dueling": (self.obs_dim, 1 + total),
+                           "joint": (self.obs_dim + total, 1),
                            "pairwise": (self.obs_dim, total * (1 + int(hp["pairwise_rank"])))}[self.critic_kind]
         self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"],
                                      hp["critic_layer_norm"])
@@ -376,11 +383,22 @@ class GumbelSAC(SoftActorCritic):
 
     def _head_q(self, out: Tensor, y_flat: Tensor) -> Tensor:
         """The critic MLP's output ``(N, B, out)`` and the action -> Q ``(N, B)`` (see "Critic forms")."""
-        if self.critic_kind == "heads":
-            return (out * y_flat).sum(-1)
+        if self.critic_kind in ("heads", "dueling"):
+            return (self._choice_values(out) * y_flat).sum(-1)
         if self.critic_kind == "pairwise":
             return pairwise_q(out, y_flat, self.factor_membership)
         return out.squeeze(-1)
+
+    def _choice_values(self, out: Tensor) -> Tensor:
+        """Heads and dueling critics: the MLP's output -> one value per choice ``(..., sum(nvec))``,
+        whose dot product with the flat one-hot is Q. Dueling: A_f - mean A_f plus V / F per
+        factor, so a y with each factor's entries summing to 1 gets V + sum_f (A_f - mean A_f) . y_f."""
+        if self.critic_kind != "dueling":
+            return out
+        membership = self.factor_membership.to(out.dtype)
+        value, adv = out[..., :1], out[..., 1:]
+        mean = (adv @ membership) / membership.sum(0)  # (..., factors)
+        return adv - mean @ membership.T + value / len(self.nvec)
 
     def _critic_values(self, obs: Tensor, actions: Tensor) -> Tensor:
         return self._q(self.critic, obs, self._one_hot(actions))
@@ -413,9 +431,10 @@ class GumbelSAC(SoftActorCritic):
           sampled target of the joint critic carries the variance of one joint draw.
         """
         critic = self.critic if critic is None else critic
-        if self.critic_kind == "heads":
+        if self.critic_kind in ("heads", "dueling"):
             # Parameters detached: the values enter as constants, so no graph is built for them.
-            return (self._flat(dist.probs) * critic(obs, detach_params=True).min(0).values).sum(-1)
+            values = self._choice_values(critic(obs, detach_params=True))
+            return (self._flat(dist.probs) * values.min(0).values).sum(-1)
         if self.critic_kind == "pairwise":
             return self._q(critic, obs, self._flat(dist.probs), detach_params=True).min(0).values
         joint, b = self.joint_actions, obs.shape[0]

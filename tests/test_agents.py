@@ -357,3 +357,27 @@ def test_policy_delay_steps_the_actor_and_alpha_on_every_dth_update(case: str, m
     actor_turns = [True, False, False, True, False, False, True]
     assert [m[0] for m in moved] == actor_turns and [m[2] for m in moved] == actor_turns
     assert all(m[1] for m in moved)  # every critic tensor moves on every update
+
+
+def test_dueling_critic_is_value_plus_centred_advantages() -> None:
+    """critic='dueling' (Wang et al. 2016): per factor, the choices' values are A - mean A plus
+    V / F, so the value at any y whose factors each sum to 1 (a one-hot, the policy's
+    probabilities) is V + sum_f (A_f - mean A_f) . y_f, and at the uniform y it is V itself.
+    The ragged MultiDiscreteTarget (factors of 2, 3 and 4 choices) checks the per-factor means."""
+    agent = GumbelSAC(MultiDiscreteTarget(), critic="dueling", **SMALL)
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(5, agent.obs_dim, generator=gen)
+    actions = torch.stack([torch.randint(n, (5,), generator=gen) for n in agent.nvec], 1)
+    with torch.no_grad():
+        out = agent.critic(obs)                                    # (critics, 5, 1 + sum(nvec))
+        value, adv = out[..., 0], out[..., 1:]
+        uniform = torch.cat([torch.full((5, n), 1.0 / n) for n in agent.nvec], 1)
+        assert torch.allclose(agent._head_q(out, uniform), value, atol=1e-6)
+        expected = value.clone()
+        for f, block in enumerate(adv.split(agent.nvec, dim=-1)):
+            expected += block.gather(-1, actions[:, f].expand(block.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+            expected -= block.mean(-1)
+        assert torch.allclose(agent._critic_values(obs, actions), expected, atol=1e-6)
+    learner = GumbelSAC("CartPole-v1", critic="dueling", **SMALL).learn(80)
+    assert learner.critic_kind == "dueling" and learner.num_updates > 0
+    assert learner.critic.layers[-1].weight.shape[-1] == 3  # V and an advantage per action

@@ -86,6 +86,8 @@ def test_manual_update_equals_autograd_in_float64(env: Any, hp: dict[str, Any]) 
     ("CartPole-v1", {"bound_targets": True}),                                    # V(s') clamped to [0, 100]
     ("CartPole-v1", {"munchausen": 0.9, "munchausen_clip": -0.6}),               # log pi at obs, policy_delay 2
     ("CartPole-v1", {"prioritized_replay": 0.6, "n_step": 3}),                   # weighted loss, TD priorities
+    ("CartPole-v1", {"critic": "dueling", "estimator": "reinmax"}),             # V + A - mean A
+    (MultiDiscreteTarget(), {"critic": "dueling", "estimator": "exact"}),       # ... per ragged factor
     (CombinatorialMasked(), {"critic": "joint", "munchausen": 0.5}),             # ... masked, joint actions
     (MultiDiscreteTarget(), {"critic": "joint", "critic_layer_norm": True}),     # ... and the critic's input grad
     (MultiDiscreteTarget(), {"critic": "heads", "estimator": "gumbel-rao"}),     # ragged factors

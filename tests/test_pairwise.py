@@ -188,5 +188,5 @@ def test_bad_configuration() -> None:
         GumbelSAC("CartPole-v1", **TINY)
     with pytest.raises(ValueError, match="pairwise_rank must be >= 1"):
         small_agent(pairwise_rank=0)
-    with pytest.raises(ValueError, match="'auto', 'heads', 'joint', 'pairwise'"):
+    with pytest.raises(ValueError, match="'auto', 'heads', 'dueling', 'joint', 'pairwise'"):
         small_agent(critic="pair")

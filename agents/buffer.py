@@ -137,16 +137,16 @@ class ReplayBuffer:
         if self.device.type == "cpu" and self.pos + n <= self.capacity:
             # The common case, once per env step: numpy writes straight into the tensors' memory,
             # ~1 us a field against ~30 us for index_put through torch (issue 7's profile).
-            rows = slice(self.pos, self.pos + n)
+            rows: slice | Tensor = slice(self.pos, self.pos + n)
             for dst, src in fields:
                 view = dst.numpy()[rows]
                 view[...] = np.asarray(src).reshape(view.shape)
         else:
-            idx = ((torch.arange(n) + self.pos) % self.capacity).to(self.device)
+            rows = ((torch.arange(n) + self.pos) % self.capacity).to(self.device)
             for dst, src in fields:
-                dst[idx] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[idx].shape)
+                dst[rows] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[rows].shape)
         if self.priorities is not None:
-            self.priorities[((torch.arange(n) + self.pos) % self.capacity).to(self.device)] = self.max_priority
+            self.priorities[rows] = self.max_priority
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -230,13 +230,11 @@ class ReplayBuffer:
         if size > self.capacity:
             raise ValueError(f"saved buffer holds {size} transitions; this buffer's capacity is {self.capacity}")
         for k, v in state.items():
+            if k == "pos_size" or (k in ("priorities", "max_priority") and self.priorities is None):
+                continue  # a uniform buffer ignores a prioritized one's priorities
             if k == "max_priority":
-                if self.priorities is not None:
-                    self.max_priority.copy_(v.reshape(()))
-            elif k == "priorities":
-                if self.priorities is not None:
-                    self.priorities[:size] = v.to(self.device)
-            elif k != "pos_size":
+                self.max_priority.copy_(v.reshape(()))
+            else:
                 getattr(self, k)[:size] = v.to(self.device)
         if self.priorities is not None and "priorities" not in state:
             # Prioritized replay turned on at a checkpoint saved without it (experiments.replay):

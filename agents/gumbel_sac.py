@@ -48,7 +48,7 @@ from torch import Tensor
 
 from agents import losses
 from agents.buffer import Batch
-from agents.core import SoftActorCritic
+from agents.core import SoftActorCritic, _is_number
 from agents.distributions import ESTIMATORS, GumbelSoftmax
 from agents.networks import (
     CategoricalPolicy,
@@ -238,9 +238,9 @@ class GumbelSAC(SoftActorCritic):
         if not 0 <= hp["target_entropy_scale"] <= 1:
             raise ValueError(f"target_entropy_scale must be in [0, 1]; got {hp['target_entropy_scale']}")
         m = hp["munchausen"]
-        if isinstance(m, (bool, str)) or not 0 <= m < 1:
+        if not _is_number(m) or not 0 <= m < 1:
             raise ValueError(f"munchausen={m!r} must be a number in [0, 1) (0 = off; Vieillard et al. 2020 use 0.9)")
-        if isinstance(hp["munchausen_clip"], (bool, str)) or not hp["munchausen_clip"] < 0:
+        if not _is_number(hp["munchausen_clip"]) or not hp["munchausen_clip"] < 0:
             raise ValueError(f"munchausen_clip={hp['munchausen_clip']!r} must be a number < 0 (the lowest log pi "
                              "the Munchausen term uses; Vieillard et al. 2020 use -1)")
         if m and hp["bound_targets"]:

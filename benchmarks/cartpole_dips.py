@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from agents import GumbelSAC
@@ -44,46 +45,42 @@ def dip_checkpoints(run_dir: Path, threshold: float, floor: float) -> list[tuple
     return out
 
 
-def episode_ends(ckpt: Path, episodes: int) -> dict[str, int]:
-    agent = GumbelSAC.load(ckpt, device="cpu")
-    env = gym.make("CartPole-v1")
-    ends = {"cart off the track": 0, "pole down": 0, "500 steps": 0}
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=1000 + ep)
-        while True:
-            action, _ = agent.predict(obs, deterministic=True)
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                break
-        ends["500 steps" if truncated else "cart off the track" if abs(obs[0]) > X_LIMIT else "pole down"] += 1
-    env.close()
-    return ends
-
-
-def trace(ckpt: Path, gamma: float = 0.99) -> None:
-    """One greedy episode (seed 1000): the critics' Q of each greedy action against the
-    discounted return that followed it (a terminated episode; a truncated one would bootstrap)."""
-    agent = GumbelSAC.load(ckpt, device="cpu")
-    env = gym.make("CartPole-v1")
-    obs, _ = env.reset(seed=1000)
-    steps = []
+def greedy_episode(agent: GumbelSAC, env: gym.Env, seed: int) -> tuple[list, list[int], str]:
+    """One deterministic episode: the observations and actions taken, and how it ended."""
+    obs, _ = env.reset(seed=seed)
+    observations, actions = [], []
     while True:
         action, _ = agent.predict(obs, deterministic=True)
-        with torch.no_grad():
-            q = agent._critic_values(torch.as_tensor(obs, dtype=torch.float32)[None],
-                                     torch.as_tensor(action).reshape(1, 1)).min(0).values
-        steps.append((obs.copy(), int(action), float(q)))
+        observations.append(obs)
+        actions.append(int(action))
         obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             break
-    env.close()
-    n = len(steps)
-    print(f"  {ckpt}: {n} steps, {'truncated' if truncated else 'terminated'}")
+    return observations, actions, ("500 steps" if truncated else
+                                   "cart off the track" if abs(obs[0]) > X_LIMIT else "pole down")
+
+
+def episode_ends(agent: GumbelSAC, env: gym.Env, episodes: int) -> dict[str, int]:
+    ends = {"cart off the track": 0, "pole down": 0, "500 steps": 0}
+    for ep in range(episodes):
+        ends[greedy_episode(agent, env, 1000 + ep)[2]] += 1
+    return ends
+
+
+def trace(agent: GumbelSAC, env: gym.Env, ckpt: Path, gamma: float = 0.99) -> None:
+    """One greedy episode (seed 1000): the critics' Q of each greedy action against the
+    discounted return that followed it (a terminated episode; a truncated one would bootstrap)."""
+    observations, actions, end = greedy_episode(agent, env, 1000)
+    with torch.no_grad():
+        q = agent._critic_values(torch.as_tensor(np.stack(observations), dtype=torch.float32),
+                                 torch.tensor(actions).reshape(-1, 1)).min(0).values
+    n = len(actions)
+    print(f"  {ckpt}: {n} steps, {end}")
     for t in sorted({*range(0, n, max(1, n // 10)), n - 1}):
-        (x, x_dot, theta, _), action, q = steps[t]
+        x, x_dot, theta, _ = observations[t]
         actual = (1 - gamma ** (n - t)) / (1 - gamma)
-        print(f"    t={t:3d}  x={x:+.2f}  x_dot={x_dot:+.2f}  theta={theta:+.3f}  action={action}  "
-              f"Q={q:6.1f}  return that followed={actual:5.1f}")
+        print(f"    t={t:3d}  x={x:+.2f}  x_dot={x_dot:+.2f}  theta={theta:+.3f}  action={actions[t]}  "
+              f"Q={float(q[t]):6.1f}  return that followed={actual:5.1f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,15 +96,17 @@ def main(argv: list[str] | None = None) -> None:
             if (r / "metrics.jsonl").is_file() and "CartPole-v1" in (r / "config.yaml").read_text()]
     print("| run | step | eval | cart off the track | pole down | 500 steps |\n|---|---|---|---|---|---|")
     totals = {"cart off the track": 0, "pole down": 0, "500 steps": 0}
+    env = gym.make("CartPole-v1")
     for run in runs:
         for step, value, ckpt in dip_checkpoints(run, args.threshold, args.floor):
-            ends = episode_ends(ckpt, args.episodes)
+            agent = GumbelSAC.load(ckpt, device="cpu")
+            ends = episode_ends(agent, env, args.episodes)
             worst = max(ends, key=ends.get)
             totals[worst] += 1
             counts = " | ".join(str(v) for v in ends.values())
             print(f"| {run.parent.name}/{run.name} | {step} | {value:.0f} | {counts} |")
             if args.trace:
-                trace(ckpt)
+                trace(agent, env, ckpt)
     print(f"\ncheckpoints by their most common end: {totals}")
 
 

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--total", type=int, default=None, help="override every job's env-step budget")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="episodes per evaluation for every job (default: each job's own, 10); the CartPole "
+                        "race of run.py bench uses 100, Gymnasium's 'solved'")
     p.add_argument("--stop-at-threshold", action="store_true",
                    help="end each run at its first eval >= threshold (a wall-clock race; 'final' is then that eval)")
     args = p.parse_args(argv)
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             hp = base.hp if base.algo.startswith("sb3:") else {**base.hp, **overrides}
             jobs.append(Job(base.name, base.algo, base.env_id, args.total or base.total, base.threshold,
-                            hp, seed, base.eval_every, base.eval_episodes, args.stop_at_threshold))
+                            hp, seed, base.eval_every, args.eval_episodes or base.eval_episodes,
+                            args.stop_at_threshold))
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_job, jobs, chunksize=1)
     table = summarize(results)

@@ -9,7 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.bench import SAC_SETTINGS, _ours_hp, _sb3_hp, matmul_peak_gflops
+from experiments.bench import (
+    RACE_CONFIG,
+    RACE_VARIANTS,
+    SAC_SETTINGS,
+    _ours_hp,
+    _race_hyperparameters,
+    _sb3_hp,
+    matmul_peak_gflops,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +49,32 @@ def test_bench_quick_throughput_and_envs(tmp_path: Path) -> None:
     assert [row["n_envs"] for row in result["envs"]] == [1, 2]
     assert "| SB3 SAC |" in md and "compile=true" in md and "## Vector envs" in md
     assert "## Throughput" in proc.stdout and "## Vector envs" in proc.stdout  # printed as well as written
+
+
+def test_bench_quick_cartpole_race(tmp_path: Path) -> None:
+    """The race's columns run in the order written, and the header states the threads asked for."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "run.py", "bench", "--quick", "--sections", "cartpole", "--seeds", "0",
+                           "--race-episodes", "2", "--threads", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "bench.json").read_text())
+    assert result["machine"]["torch_threads"] == 1
+    assert list(result["cartpole"]) == [*RACE_VARIANTS, "sb3"]
+    for rows in result["cartpole"].values():
+        assert len(rows) == 1 and rows[0]["wall_s"] > 0
+        assert rows[0]["train_s"] is None or 0 < rows[0]["train_s"] <= rows[0]["wall_s"]
+    assert "cartpole_fast.yaml" in (out / "bench.md").read_text()
+
+
+def test_race_column_runs_what_its_config_file_says() -> None:
+    """The tuned column is configs/gumbel_sac/cartpole_fast.yaml's agent section, not a copy of it,
+    so `run.py train` on that file trains what the race timed."""
+    from experiments.config import load_config
+
+    hp = _race_hyperparameters("reparl_tuned")
+    assert hp == load_config(RACE_CONFIG).agent.hyperparameters and hp["net_arch"] == [64, 64]
+    assert _race_hyperparameters("reparl") == {} and _race_hyperparameters("sb3") == {}
 
 
 def test_identical_settings_map_onto_both_libraries() -> None:

@@ -8,7 +8,9 @@ or at the 500-step limit. Issue 6's analysis of GumbelSAC's dips after solving
     python benchmarks/cartpole_dips.py runs/sweeps/*/*-s*
 
 Greedy episodes from seeds 1000-1009 (not the runs' own evaluation seeds): the question is how
-the policy fails, not what the run logged. ``--trace`` also follows one such episode per
+the policy fails, not what the run logged. ``--sampled`` draws the actions from the policy instead
+(the behaviour policy training acts with), to tell a greedy-evaluation artefact from a policy
+that fails either way. ``--trace`` also follows one such episode per
 checkpoint and prints, every tenth of the way, the state, the critics' value of the greedy action
 (min over the ensemble) and the discounted return the episode actually had from there. Reads the
 run folders only.
@@ -45,12 +47,14 @@ def dip_checkpoints(run_dir: Path, threshold: float, floor: float) -> list[tuple
     return out
 
 
-def greedy_episode(agent: GumbelSAC, env: gym.Env, seed: int) -> tuple[list, list[int], str]:
-    """One deterministic episode: the observations and actions taken, and how it ended."""
+def greedy_episode(agent: GumbelSAC, env: gym.Env, seed: int,
+                   deterministic: bool = True) -> tuple[list, list[int], str]:
+    """One episode (greedy unless ``deterministic`` is false): the observations and actions
+    taken, and how it ended."""
     obs, _ = env.reset(seed=seed)
     observations, actions = [], []
     while True:
-        action, _ = agent.predict(obs, deterministic=True)
+        action, _ = agent.predict(obs, deterministic=deterministic)
         observations.append(obs)
         actions.append(int(action))
         obs, _, terminated, truncated, _ = env.step(action)
@@ -60,10 +64,10 @@ def greedy_episode(agent: GumbelSAC, env: gym.Env, seed: int) -> tuple[list, lis
                                    "cart off the track" if abs(obs[0]) > X_LIMIT else "pole down")
 
 
-def episode_ends(agent: GumbelSAC, env: gym.Env, episodes: int) -> dict[str, int]:
+def episode_ends(agent: GumbelSAC, env: gym.Env, episodes: int, deterministic: bool = True) -> dict[str, int]:
     ends = {"cart off the track": 0, "pole down": 0, "500 steps": 0}
     for ep in range(episodes):
-        ends[greedy_episode(agent, env, 1000 + ep)[2]] += 1
+        ends[greedy_episode(agent, env, 1000 + ep, deterministic)[2]] += 1
     return ends
 
 
@@ -90,8 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--floor", type=float, default=400.0)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--trace", action="store_true", help="follow one episode per checkpoint (Q against return)")
+    parser.add_argument("--sampled", action="store_true",
+                        help="sample the actions from the policy instead of taking the greedy one")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # --sampled: the same draws on every rerun
     runs = [r for r in args.runs
             if (r / "metrics.jsonl").is_file() and "CartPole-v1" in (r / "config.yaml").read_text()]
     print("| run | step | eval | cart off the track | pole down | 500 steps |\n|---|---|---|---|---|---|")
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     for run in runs:
         for step, value, ckpt in dip_checkpoints(run, args.threshold, args.floor):
             agent = GumbelSAC.load(ckpt, device="cpu")
-            ends = episode_ends(agent, env, args.episodes)
+            ends = episode_ends(agent, env, args.episodes, deterministic=not args.sampled)
             worst = max(ends, key=ends.get)
             totals[worst] += 1
             counts = " | ".join(str(v) for v in ends.values())

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from experiments.bench import (
     RACE_CONFIG,
@@ -88,15 +89,20 @@ def test_matmul_peak_is_a_plausible_rate() -> None:
     assert 0.1 < matmul_peak_gflops(n=64, reps=50) < 1e5
 
 
+def _cartpole_dips() -> Any:
+    """benchmarks/cartpole_dips.py, a script rather than a package module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cartpole_dips", REPO / "benchmarks" / "cartpole_dips.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_cartpole_dips_finds_the_checkpoints_saved_inside_a_dip(tmp_path: Path) -> None:
     """benchmarks/cartpole_dips.py: a checkpoint counts when its step's evaluation is below the
     floor after the first at or above the threshold; not before it, not at a good evaluation."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cartpole_dips", Path(__file__).parents[1] / "benchmarks" /
-                                                  "cartpole_dips.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _cartpole_dips()
     evals = {1000: 200.0, 2000: 480.0, 3000: 500.0, 4000: 350.0, 5000: 410.0, 6000: 120.0}
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"global_step": s, "eval/mean_return": v}) + "\n"
                                                     for s, v in evals.items()))
@@ -105,3 +111,22 @@ def test_cartpole_dips_finds_the_checkpoints_saved_inside_a_dip(tmp_path: Path) 
         (tmp_path / "checkpoints" / f"step_{step}.safetensors").touch()
     found = module.dip_checkpoints(tmp_path, threshold=475, floor=400)
     assert [(step, value) for step, value, _ in found] == [(4000, 350.0), (6000, 120.0)]
+
+
+def test_cartpole_dips_sampled_episodes_draw_from_the_policy() -> None:
+    """--sampled: the policy's draws, not its argmax. An untrained policy is near uniform, so its
+    sampled actions leave the greedy episode (which repeats exactly from the same reset seed)."""
+    import gymnasium as gym
+    import torch
+
+    from agents import GumbelSAC
+
+    module = _cartpole_dips()
+    agent, env = GumbelSAC("CartPole-v1", seed=0), gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    _, greedy, _ = module.greedy_episode(agent, env, 1000)
+    assert module.greedy_episode(agent, env, 1000)[1] == greedy
+    _, sampled, end = module.greedy_episode(agent, env, 1000, deterministic=False)
+    n = min(len(greedy), len(sampled))
+    assert sampled[:n] != greedy[:n]
+    assert end in module.episode_ends(agent, env, 1, deterministic=False)

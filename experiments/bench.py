@@ -317,13 +317,13 @@ def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: in
                  f"episodes), budget {budget:,} steps; 'never' = not reached.", "",
                  "| seed | " + " | ".join(f"{label} s (steps)" for label in labels) + " |",
                  "|---" * (len(libs) + 1) + "|"]
+        # Each column's settings, read once (the tuned column's from its config file); --quick runs
+        # them on tiny networks and batches (a smoke run).
+        hps = {lib: {**_race_hyperparameters(lib), **(tiny if quick else {})} for lib in libs}
         for seed in seeds:
             for lib in libs if seed % 2 == 0 else libs[::-1]:
-                # --quick: tiny networks everywhere (a smoke run), the second column's own settings on top.
-                extra = {**tiny, **({"batch_size": 16} if lib == "reparl_tuned" else {})} if quick \
-                    else _race_hyperparameters(lib)
                 rows[lib].append(_run("race", {**base, "lib": "sb3" if lib == "sb3" else "reparl", "seed": seed,
-                                               "budget": budget, "extra": extra, "eval_episodes": race_episodes}))
+                                               "budget": budget, "extra": hps[lib], "eval_episodes": race_episodes}))
             cell = lambda r: "never" if r["train_s"] is None else f"{r['train_s']:.1f} ({r['steps']:,})"  # noqa: E731
             lines.append(f"| {seed} | " + " | ".join(cell(rows[lib][-1]) for lib in libs) + " |")
             log(lines[-1])

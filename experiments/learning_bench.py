@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stop-at-threshold", action="store_true",
                    help="end each run at its first eval >= threshold (a wall-clock race; 'final' is then that eval)")
     args = p.parse_args(argv)
+    if args.eval_episodes is not None and args.eval_episodes < 1:
+        p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
     jobs = []
     for base in SUITES[args.suite]:

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--until", nargs="+", default=[], metavar="STEP|ENV_ID=STEP",
                    help="use each run's evals up to env step STEP only, to compare at one budget; "
                         "for every env or per env (CartPole-v1=20000 Acrobot-v1=30000)")
+    c.add_argument("--floor", nargs="+", default=[], metavar="X|ENV_ID=X",
+                   help="also count the seeds whose metric fell below X after first reaching the threshold, "
+                        "for every env or per env (CartPole-v1=400: issue 6's 'never below 400 after 475')")
 
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
@@ -148,13 +151,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.compare import compare, is_run_dir, markdown_table, parse_thresholds, parse_until
+    from experiments.compare import compare, is_run_dir, markdown_table, parse_per_env, parse_thresholds, parse_until
 
     every, per_env = parse_thresholds(args.threshold)
     until, until_per_env = parse_until(args.until)
+    floor, floors = parse_per_env(args.floor, "--floor", float)
     first = args.paths[0]
     out = args.out or (first.parent if is_run_dir(first) else first) / "compare.png"
-    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, until, until_per_env)
+    rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, until, until_per_env, floor, floors)
     print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
     return 0
 

@@ -215,11 +215,14 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
 
 
 def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | None = None,
-                 metric: str = METRIC) -> list[dict[str, Any]]:
-    """One row per group; thresholds as :func:`threshold_for`."""
+                 metric: str = METRIC, floors: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per group; thresholds as :func:`threshold_for`. ``floors[env_id]``: also count the
+    seeds that fell below it after first reaching the threshold (issue 6's "never below 400 after
+    first reaching 475", counted per seed over every probe in benchmarks/README.md)."""
     rows = []
     for g in groups:
         threshold = threshold_for(g.env_id, thresholds, metric)
+        floor = (floors or {}).get(g.env_id)
         finals = np.array([r.final for r in g.runs])
         lo, hi = bootstrap_ci(finals)
         firsts = [first_step_at(r, threshold) for r in g.runs] if threshold is not None else []
@@ -239,14 +242,18 @@ def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | 
             "reached": sum(f is not None for f in firsts),
             # Per seed, and the worst seed: issue 6 asks that no seed fall below a floor once solved.
             "lowest_after_threshold": lows, "worst_after_threshold": min(reached_lows) if reached_lows else None,
+            "floor": floor, "below_floor_after_threshold": None if floor is None or threshold is None
+            else sum(v < floor for v in reached_lows),
             "runs": [str(r.path) for r in g.runs],
         })
     return rows
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    floors = any(r.get("floor") is not None for r in rows)  # the column only when a floor was asked for
     out = ["| env | config | seeds | final mean | final IQM [95% CI] | threshold | median steps to threshold "
-           "| reached | lowest after reaching |", "|---|---|---|---|---|---|---|---|---|"]
+           "| reached | lowest after reaching |" + (" seeds below floor after reaching |" if floors else ""),
+           "|---|---|---|---|---|---|---|---|---|" + ("---|" if floors else "")]
     for r in rows:
         lo, hi = r["iqm_ci95"]
         t = r["threshold"]
@@ -257,9 +264,11 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             steps = "never" if m is None else f"{m:,.0f}"
             reached = f"{r['reached']}/{r['n_seeds']}"
             low = "-" if w is None else f"{w:.1f}"
+        below = r.get("below_floor_after_threshold")
+        floor_cell = f" {below}/{r['reached']} (< {r['floor']:g}) |" if below is not None else " - |"
         out.append(f"| {r['env']} | {r['config']} | {r['n_seeds']} | {r['final_mean']:.1f} | "
                    f"{r['final_iqm']:.1f} [{lo:.1f}, {hi:.1f}] | {'-' if t is None else f'{t:g}'} | {steps} | "
-                   f"{reached} | {low} |")
+                   f"{reached} | {low} |" + (floor_cell if floors else ""))
     return "\n".join(out)
 
 
@@ -362,14 +371,18 @@ def parse_per_env(items: Sequence[str], flag: str, kind: Callable[[str], Any]) -
 def compare(paths: Sequence[Path], out: Path, metric: str = METRIC,
             thresholds: dict[str, float | None] | None = None,
             threshold: float | None = None, until: int | None = None,
-            until_per_env: dict[str, int] | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
+            until_per_env: dict[str, int] | None = None, floor: float | None = None,
+            floors: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], Path, Path, Path]:
     """Plot and tabulate ``paths``; returns the rows, the PNG, and the Markdown and JSON tables.
     ``until``: cut every curve at this env step (``until_per_env``: at its env's step), so runs
-    with longer budgets (PPO's whole rollouts, a longer baseline) are compared at the same budget."""
+    with longer budgets (PPO's whole rollouts, a longer baseline) are compared at the same budget.
+    ``floor`` (``floors``: per env): count the seeds below it after first reaching the threshold."""
     groups = load_groups(paths, metric, until, until_per_env)
     if threshold is not None:
         thresholds = {**{g.env_id: threshold for g in groups}, **(thresholds or {})}
-    rows = summary_rows(groups, thresholds, metric)
+    if floor is not None:
+        floors = {**{g.env_id: floor for g in groups}, **(floors or {})}
+    rows = summary_rows(groups, thresholds, metric, floors)
     png = plot_curves(groups, out, metric, thresholds)
     md, js = write_table(rows, out.with_suffix(""))
     return rows, png, md, js

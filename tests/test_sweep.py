@@ -137,7 +137,17 @@ def test_compare_plot_and_table_match_the_run_folders(sweep: dict, tmp_path: Pat
         reached = [v for v in lows if v is not None]
         assert r["worst_after_threshold"] == (min(reached) if reached else None)
         assert f"| CartPole-v1 | {label} | 2 | {finals.mean():.1f} |" in text
+        assert r["floor"] is None and r["below_floor_after_threshold"] is None
     assert out.with_suffix(".md").read_text().strip() in text
+    assert "below floor" not in text  # the column only when --floor asks for it
+    # --floor: the seeds whose lowest eval after first reaching the threshold is below it.
+    code, text = _run_cli(["compare", str(sweep["dir"]), "--out", str(out), "--threshold", "CartPole-v1=12",
+                           "--floor", "CartPole-v1=30"])
+    assert code == 0 and "seeds below floor after reaching" in text
+    for r in json.loads(out.with_suffix(".json").read_text())["rows"]:
+        reached = [v for v in r["lowest_after_threshold"] if v is not None]
+        assert r["floor"] == 30 and r["below_floor_after_threshold"] == sum(v < 30 for v in reached)
+        assert f"| {r['below_floor_after_threshold']}/{r['reached']} (< 30) |" in text
 
 
 def test_compare_until_cuts_every_curve_at_one_budget(sweep: dict, tmp_path: Path) -> None:
@@ -192,6 +202,35 @@ def test_table_of_an_env_without_a_threshold() -> None:
     (row,) = summary_rows([Group("reparl/Combinatorial-v0", "GumbelSAC", "GumbelSAC", runs)],
                           {"reparl/Combinatorial-v0": 6.0})
     assert row["steps_to_threshold"] == [None, 2000, 2000] and row["lowest_after_threshold"] == [None, 6.0, 7.0]
+
+
+def test_floor_counts_the_seeds_that_fell_after_reaching_the_threshold() -> None:
+    """Issue 6's stability bar per seed: a dip before the first 475 does not count, a dip after it
+    does, a seed that never reached 475 is not counted, and an env without a threshold gets "-"."""
+    from experiments.compare import Group, Run, markdown_table, summary_rows
+
+    steps = np.array([1000, 2000, 3000, 4000])
+    curves = [[100.0, 480.0, 300.0, 500.0],   # reaches 475 at 2k, then 300: below the floor
+              [390.0, 200.0, 480.0, 450.0],   # below 400 only before reaching 475: holds
+              [100.0, 200.0, 300.0, 350.0]]   # never reaches 475: not counted either way
+    runs = [Run(Path(f"s{i}"), {"env.id": "CartPole-v1", "agent.name": "GumbelSAC", "train.seed": i},
+                steps, np.array(c)) for i, c in enumerate(curves)]
+    group = Group("CartPole-v1", "GumbelSAC", "GumbelSAC", runs)
+    (row,) = summary_rows([group], {"CartPole-v1": 475.0}, floors={"CartPole-v1": 400.0})
+    assert row["reached"] == 2 and row["lowest_after_threshold"] == [300.0, 450.0, None]
+    assert row["floor"] == 400.0 and row["below_floor_after_threshold"] == 1
+    assert "| 1/2 (< 400) |" in markdown_table([row])
+    (row,) = summary_rows([group], {"CartPole-v1": 475.0}, floors={"CartPole-v1": 250.0})
+    assert row["below_floor_after_threshold"] == 0
+    (plain,) = summary_rows([group], {"CartPole-v1": 475.0})
+    assert plain["below_floor_after_threshold"] is None and "below floor" not in markdown_table([plain])
+    other = Group("reparl/Combinatorial-v0", "GumbelSAC", "GumbelSAC",
+                  [Run(Path("c"), {"env.id": "reparl/Combinatorial-v0", "agent.name": "GumbelSAC"}, steps,
+                       np.array([1.0, 2.0, 3.0, 4.0]))])
+    rows = summary_rows([group, other], {"CartPole-v1": 475.0}, floors={"CartPole-v1": 400.0})
+    assert rows[1]["below_floor_after_threshold"] is None
+    table = markdown_table(rows)
+    assert "| 1/2 (< 400) |" in table and table.splitlines()[-1].endswith("| - | - |")
 
 
 def test_iqm_trims_a_quarter_each_side() -> None:

@@ -368,6 +368,11 @@ def parse_per_env(items: Sequence[str], flag: str, kind: Callable[[str], Any]) -
     return every, per_env
 
 
+def _for_every_env(groups: Sequence[Group], every: Any, per_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``per_env`` with ``every`` (if given) for each env of ``groups`` it does not name."""
+    return per_env if every is None else {**{g.env_id: every for g in groups}, **(per_env or {})}
+
+
 def compare(paths: Sequence[Path], out: Path, metric: str = METRIC,
             thresholds: dict[str, float | None] | None = None,
             threshold: float | None = None, until: int | None = None,
@@ -378,11 +383,8 @@ def compare(paths: Sequence[Path], out: Path, metric: str = METRIC,
     with longer budgets (PPO's whole rollouts, a longer baseline) are compared at the same budget.
     ``floor`` (``floors``: per env): count the seeds below it after first reaching the threshold."""
     groups = load_groups(paths, metric, until, until_per_env)
-    if threshold is not None:
-        thresholds = {**{g.env_id: threshold for g in groups}, **(thresholds or {})}
-    if floor is not None:
-        floors = {**{g.env_id: floor for g in groups}, **(floors or {})}
-    rows = summary_rows(groups, thresholds, metric, floors)
+    thresholds = _for_every_env(groups, threshold, thresholds)
+    rows = summary_rows(groups, thresholds, metric, _for_every_env(groups, floor, floors))
     png = plot_curves(groups, out, metric, thresholds)
     md, js = write_table(rows, out.with_suffix(""))
     return rows, png, md, js

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compare the st, soft, gumbel-rao and reinmax actor gradients with the exact "
                                    "expectation on enumerable problems (random quadratics, a MultiDiscrete quadratic, "
                                    "a briefly trained CartPole critic): bias, variance, cosine, cost per call. Writes "
-                                   "gradient_study.{md,json,png}. Definitions: experiments/study.py.")
+                                   "gradient_study.{md,json,png}. Definitions: experiments/research/study.py.")
     s.add_argument("--out-dir", type=Path, default=Path("benchmarks"), help="where to write (default: benchmarks)")
     s.add_argument("--quick", action="store_true", help="a seconds-long version (fewer sizes, draws, steps)")
     s.add_argument("--draws", type=int, help="gradient draws per row (default 1000; quick 100)")
@@ -166,7 +166,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import time
 
-    from experiments.bench import SECTIONS, run_bench, write
+    from experiments.research.bench import SECTIONS, run_bench, write
 
     sections = tuple(args.sections or SECTIONS)
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -191,7 +191,7 @@ def _study(args: argparse.Namespace, command: list[str]) -> int:
 
     import torch
 
-    from experiments.study import Settings, run_study, write_results
+    from experiments.research.study import Settings, run_study, write_results
 
     settings = Settings.quick() if args.quick else Settings()
     settings = dataclasses.replace(settings, seed=args.seed, **({"draws": args.draws} if args.draws else {}))

@@ -227,7 +227,7 @@ def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | 
         lo, hi = bootstrap_ci(finals)
         firsts = [first_step_at(r, threshold) for r in g.runs] if threshold is not None else []
         # A seed that never got there counts as infinitely slow, so the median says "never"
-        # once half the seeds never reached it (as experiments/learning_bench.py does).
+        # once half the seeds never reached it (as experiments/research/learning_bench.py does).
         median_first = float(np.median([math.inf if f is None else f for f in firsts])) if firsts else None
         lows = [lowest_after(r, f) for r, f in zip(g.runs, firsts, strict=True)] if firsts else []
         reached_lows = [v for v in lows if v is not None]

@@ -36,7 +36,7 @@ def make_eval_env(cfg: Config, n_episodes: int, copy_wrapper: Callable[[gym.Env,
 def evaluate_at(cfg: Config, model: Any, eval_env: gym.vector.VectorEnv, step: int,
                 train_env: gym.vector.VectorEnv | None = None) -> EvalResult:
     """A run's evaluation at env step ``step``: its episodes, mode and seeds, with the training
-    env's observation normalization frozen in (``experiments.replay`` evaluates through this too)."""
+    env's observation normalization frozen in (``experiments.research.replay`` evaluates through this too)."""
     if train_env is not None and (state := obs_normalization(train_env)) is not None:
         set_obs_normalization(eval_env, state, frozen=True)
     return evaluate(model, eval_env, cfg.train.eval_episodes, deterministic=cfg.train.eval_deterministic,

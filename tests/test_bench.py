@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.bench import (
+from experiments.research.bench import (
     RACE_CONFIG,
     RACE_VARIANTS,
     SAC_SETTINGS,

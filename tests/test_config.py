@@ -21,7 +21,7 @@ from experiments.config import (
     load_config,
     parse_overrides,
 )
-from experiments.learning_bench import SB3_DQN_CARTPOLE, SB3_PPO_CARTPOLE, SB3_SAC_PENDULUM
+from experiments.research.learning_bench import SB3_DQN_CARTPOLE, SB3_PPO_CARTPOLE, SB3_SAC_PENDULUM
 
 REPO = Path(__file__).resolve().parents[1]
 # Run configs only: configs/sweeps/ holds sweep files, validated by tests/test_sweep.py.

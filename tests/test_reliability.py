@@ -182,7 +182,7 @@ def test_reward_range_survives_save_restore_and_older_files(tmp_path: Path) -> N
         write_safetensors(tmp_path / "old.safetensors", tensors, meta))
     assert old.target_bounds.tolist() == [-math.inf, math.inf]  # no buffer in this checkpoint either
     assert old.learn(20).target_bounds.tolist() == pytest.approx([0.0, 100.0])
-    # Turned on at a checkpoint that has a buffer but no range (experiments.replay): from the buffer.
+    # Turned on at a checkpoint that has a buffer but no range (experiments.research.replay): from the buffer.
     path = GumbelSAC("MountainCar-v0", **TINY).learn(60).checkpoint(tmp_path / "off")
     on = GumbelSAC("MountainCar-v0", **TINY, bound_targets=True).restore(path, changed=["bound_targets"])
     assert on.reward_range == (-1.0, -1.0) and on.target_bounds.tolist() == pytest.approx([-100.0, 0.0])

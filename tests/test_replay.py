@@ -1,4 +1,4 @@
-"""Counterfactual replay (experiments.replay): a real run, continued from its own checkpoint."""
+"""Counterfactual replay (experiments.research.replay): a real run, continued from its own checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments.config import ConfigError, load_config
-from experiments.replay import main, original_evals, replay
+from experiments.research.replay import main, original_evals, replay
 from experiments.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The gradient study (experiments/study.py): it runs from the CLI, its tables agree with
+"""The gradient study (experiments/research/study.py): it runs from the CLI, its tables agree with
 themselves, and on problems with known answers its measurements give them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from experiments.cli import main
-from experiments.study import Row, Settings, _fmt, estimator_label, measure, quadratic_problem
+from experiments.research.study import Row, Settings, _fmt, estimator_label, measure, quadratic_problem
 
 Z = 4.0  # standard errors allowed: a false alarm about once in 15,000 runs per comparison
 

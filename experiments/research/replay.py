@@ -7,7 +7,7 @@ change, any difference is that change's doing on that very trajectory: a paired 
 fresh seeds cannot give. Issue 6 used it to ask which settings remove a dip the defaults had,
 from a checkpoint a few thousand steps before it (``benchmarks/README.md``, "Bounded targets")::
 
-    python -m experiments.replay runs/sweeps/gumbel_stability_seeds/policy_delay_2-s9 \\
+    python -m experiments.research.replay runs/sweeps/gumbel_stability_seeds/policy_delay_2-s9 \\
         --from 10000 --until 24000 --set agent.bound_targets=true
 
 The run folder is only read; nothing is logged to W&B.
@@ -94,7 +94,7 @@ def original_evals(run_dir: str | Path) -> dict[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.replay", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.research.replay", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a run folder whose checkpoints include the replay buffer")
     p.add_argument("--from", dest="start", type=int, required=True, help="env step of the checkpoint to start from")
     p.add_argument("--until", type=int, required=True, help="env step to stop at")

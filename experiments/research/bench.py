@@ -48,7 +48,7 @@ THROUGHPUT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 # Columns of the CartPole race: (label, GumbelSAC hyperparameters). The zoo tuned DQN's CartPole
 # settings for this task (batch 64, 128 updates per 256 steps); the second column is GumbelSAC
 # tuned the same way, for CartPole, by configs/gumbel_sac/cartpole_fast.yaml (read from there).
-RACE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "gumbel_sac" / "cartpole_fast.yaml"
+RACE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "gumbel_sac" / "cartpole_fast.yaml"
 RACE_VARIANTS: dict[str, tuple[str, dict[str, Any] | Path]] = {
     "reparl": ("GumbelSAC (defaults)", {}),
     "reparl_tuned": ("GumbelSAC, configs/gumbel_sac/cartpole_fast.yaml", RACE_CONFIG),
@@ -167,7 +167,7 @@ def _race_hyperparameters(lib: str) -> dict[str, Any]:
 
 def race(spec: dict[str, Any]) -> dict[str, Any]:
     """Training seconds to first reach the threshold (one seed), via the learning benchmark's job runner."""
-    from experiments.learning_bench import SB3_DQN_CARTPOLE, Job, run_job
+    from experiments.research.learning_bench import SB3_DQN_CARTPOLE, Job, run_job
 
     if spec["lib"] == "sb3":
         job = Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", spec["budget"], 475.0, SB3_DQN_CARTPOLE)

@@ -4,7 +4,7 @@ Each (agent, seed) trains in its own process with one torch thread, evaluating e
 ``eval_every`` env steps on ``eval_episodes`` deterministic episodes. Ours and SB3's models go
 through the same :func:`experiments.evaluation.evaluate`, so the figures compare directly.
 
-    python -m experiments.learning_bench --suite issue2 --seeds 0 1 2 3 4
+    python -m experiments.research.learning_bench --suite issue2 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations

@@ -15,15 +15,18 @@ Importing ``envs`` registers reparl's own envs: ``reparl/Combinatorial-v0`` and
 
 An id ``mypkg.module:MyEnv-v0`` imports ``mypkg.module`` first, which must register ``MyEnv-v0``
 (Gymnasium's own ``module:EnvId`` convention).
+
+The factory takes any object with the attributes of :class:`EnvSpec` / :class:`VecEnvSpec` (the
+runner's env config is one; so is a ``SimpleNamespace``), so this package imports nothing above it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -31,11 +34,31 @@ from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatist
 
 from envs import combinatorial  # noqa: F401  (registers the reparl/ envs)
 
-if TYPE_CHECKING:
-    from experiments.config import EnvConfig
+__all__ = ["EnvSpec", "VecEnvSpec", "env_kwargs", "load_obs_normalization", "make_env", "make_vec_env",
+           "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]
 
-__all__ = ["env_kwargs", "load_obs_normalization", "make_env", "make_vec_env", "obs_normalization", "resolve_id",
-           "save_obs_normalization", "set_obs_normalization"]
+
+class EnvSpec(Protocol):
+    """What :func:`make_env` reads: the id, ``gymnasium.make`` kwargs and an optional time limit."""
+
+    # Read-only properties, so a frozen dataclass or a plain mutable one both satisfy it.
+    @property
+    def id(self) -> str: ...
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
+    @property
+    def max_episode_steps(self) -> int | None: ...
+
+
+class VecEnvSpec(EnvSpec, Protocol):
+    """What :func:`make_vec_env` reads besides :class:`EnvSpec`: copies, how they run, normalization."""
+
+    @property
+    def n_envs(self) -> int: ...
+    @property
+    def vectorization(self) -> Literal["sync", "async"]: ...
+    @property
+    def normalize_obs(self) -> bool: ...
 
 
 def resolve_id(env_id: str) -> str:
@@ -47,14 +70,14 @@ def resolve_id(env_id: str) -> str:
     return name
 
 
-def env_kwargs(cfg: EnvConfig) -> dict[str, Any]:
+def env_kwargs(cfg: EnvSpec) -> dict[str, Any]:
     kwargs = dict(cfg.kwargs)
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     return kwargs
 
 
-def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+def make_env(cfg: EnvSpec, render_mode: str | None = None) -> gym.Env:
     """One env with the config's kwargs and time limit."""
     kwargs = env_kwargs(cfg)
     if render_mode is not None:
@@ -62,7 +85,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     return gym.make(resolve_id(cfg.id), **kwargs)
 
 
-def make_vec_env(cfg: EnvConfig, n_envs: int | None = None, normalize: bool | None = None,
+def make_vec_env(cfg: VecEnvSpec, n_envs: int | None = None, normalize: bool | None = None,
                  copy_wrapper: Callable[[gym.Env, int], gym.Env] | None = None,
                  render_mode: str | None = None) -> gym.vector.VectorEnv:
     """A vector env of ``n_envs`` copies (default ``cfg.n_envs``) with episode statistics.

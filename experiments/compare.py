@@ -218,7 +218,7 @@ def summary_rows(groups: Sequence[Group], thresholds: dict[str, float | None] | 
                  metric: str = METRIC, floors: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One row per group; thresholds as :func:`threshold_for`. ``floors[env_id]``: also count the
     seeds that fell below it after first reaching the threshold (issue 6's "never below 400 after
-    first reaching 475", counted per seed over every probe in benchmarks/README.md)."""
+    first reaching 475", counted per seed over every probe in benchmarks/archive/README.md)."""
     rows = []
     for g in groups:
         threshold = threshold_for(g.env_id, thresholds, metric)

@@ -90,17 +90,17 @@ def test_matmul_peak_is_a_plausible_rate() -> None:
 
 
 def _cartpole_dips() -> Any:
-    """benchmarks/cartpole_dips.py, a script rather than a package module."""
+    """benchmarks/archive/cartpole_dips.py, a script rather than a package module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("cartpole_dips", REPO / "benchmarks" / "cartpole_dips.py")
+    spec = importlib.util.spec_from_file_location("cartpole_dips", REPO / "benchmarks" / "archive" / "cartpole_dips.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_cartpole_dips_finds_the_checkpoints_saved_inside_a_dip(tmp_path: Path) -> None:
-    """benchmarks/cartpole_dips.py: a checkpoint counts when its step's evaluation is below the
+    """benchmarks/archive/cartpole_dips.py: a checkpoint counts when its step's evaluation is below the
     floor after the first at or above the threshold; not before it, not at a good evaluation."""
     module = _cartpole_dips()
     evals = {1000: 200.0, 2000: 480.0, 3000: 500.0, 4000: 350.0, 5000: 410.0, 6000: 120.0}
@@ -130,3 +130,4 @@ def test_cartpole_dips_sampled_episodes_draw_from_the_policy() -> None:
     n = min(len(greedy), len(sampled))
     assert sampled[:n] != greedy[:n]
     assert end in module.episode_ends(agent, env, 1, deterministic=False)
+

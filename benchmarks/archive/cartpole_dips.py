@@ -3,9 +3,9 @@
 
 An episode ends with the cart off the track (|x| > 2.4), the pole down (|theta| > 12 degrees),
 or at the 500-step limit. Issue 6's analysis of GumbelSAC's dips after solving
-(benchmarks/README.md, "Where the dips go")::
+(benchmarks/archive/README.md, "Where the dips go")::
 
-    python benchmarks/cartpole_dips.py runs/sweeps/*/*-s*
+    python benchmarks/archive/cartpole_dips.py runs/sweeps/*/*-s*
 
 Greedy episodes from seeds 1000-1009 (not the runs' own evaluation seeds): the question is how
 the policy fails, not what the run logged. ``--sampled`` draws the actions from the policy instead

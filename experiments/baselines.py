@@ -3,7 +3,7 @@
 SB3's logger is forwarded by a :class:`MetricsWriter` (an SB3 ``KVWriter``) that renames SB3's
 keys onto our namespaces, so a dashboard overlays ``rollout/ep_return`` of a baseline and of
 our agents without translation. This is lighter than ``WandbCallback``, which reaches W&B only
-through tensorboard syncing (FINDINGS.md). Evaluation uses the same
+through tensorboard syncing. Evaluation uses the same
 :func:`experiments.evaluation.evaluate` on the same eval envs as our agents.
 """
 

@@ -94,8 +94,8 @@ class TrainConfig:
     """Torch device; ``auto`` is CUDA when present, else CPU."""
     torch_threads: int | None = 1
     """Intra-op CPU threads for torch; ``null`` keeps torch's default (one per core). One, because
-    small MLPs gain little from more (FINDINGS.md: 109 vs 91 steps/s) and lose 40x per update
-    when the cores are shared with other processes (measured: 180 ms vs 4 ms)."""
+    small MLPs gain little from more (109 vs 91 steps/s, measured on this project's 2-core machines) and
+    lose 40x per update when the cores are shared with other processes (measured: 180 ms vs 4 ms)."""
     eval_freq: int = 10_000
     """Evaluate every this many env steps (and at the end); 0 disables evaluation."""
     eval_episodes: int = 10

@@ -1,7 +1,7 @@
 """Read an offline W&B run (``run-<id>.wandb``) back from disk: config, history rows, summary.
 
 wandb 0.31 offline writes no config or summary JSON and no longer ships a reader for its
-datastore (FINDINGS.md), so this parses the file itself. The layout is LevelDB's log format:
+datastore, so this parses the file itself. The layout is LevelDB's log format:
 a 7-byte header ``<4sHB`` (b":W&B", 0xBEE1, 0), then 32 KiB blocks of records, each with a
 ``<IHB`` header (crc32, length, type) and a payload that may be split over blocks (type
 1 full, 2 first, 3 middle, 4 last); a block's tail shorter than a record header is zero

@@ -37,7 +37,7 @@ class Job:
     device: str = "cpu"
 
 
-# RL Zoo's tuned settings (rl-baselines3-zoo hyperparams/dqn.yml, sac.yml), as FINDINGS.md measured.
+# RL Zoo's tuned settings (rl-baselines3-zoo hyperparams/dqn.yml, ppo.yml, sac.yml).
 SB3_DQN_CARTPOLE = dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000,
                         gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                         exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]})

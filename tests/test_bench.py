@@ -131,3 +131,19 @@ def test_cartpole_dips_sampled_episodes_draw_from_the_policy() -> None:
     assert sampled[:n] != greedy[:n]
     assert end in module.episode_ends(agent, env, 1, deterministic=False)
 
+
+def test_reference_suite_reads_its_configs_and_passes_the_race_flags() -> None:
+    """The reference learning suite: our agents start from their shipped config's agent section,
+    --set reaches our agents only, and --total / --stop-at-threshold reach every job."""
+    from experiments.research.learning_bench import SB3_PPO_COMBINATORIAL, SUITES, build_jobs
+
+    jobs = build_jobs("reference", [0, 1], overrides={"batch_size": 64}, total=500, stop_at_threshold=True)
+    assert len(jobs) == 2 * len(SUITES["reference"])
+    assert {(j.name, j.env_id) for j in jobs} >= {("GumbelSAC", "CartPole-v1"), ("SB3 DQN (zoo)", "Acrobot-v1"),
+                                                  ("GumbelSAC pairwise", "reparl/Combinatorial-v0"),
+                                                  ("SB3 SAC (lr 1e-3)", "Pendulum-v1")}
+    assert all(j.total == 500 and j.stop_at_threshold and j.eval_every == 1000 and j.eval_episodes == 10 for j in jobs)
+    pairwise = next(j for j in jobs if j.name == "GumbelSAC pairwise")
+    assert pairwise.hp == {"critic": "pairwise", "pairwise_rank": 24, "batch_size": 64}
+    ppo = next(j for j in jobs if j.algo == "sb3:PPO")
+    assert ppo.hp == SB3_PPO_COMBINATORIAL  # no GumbelSAC override leaks into an SB3 column

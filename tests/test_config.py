@@ -21,7 +21,13 @@ from experiments.config import (
     load_config,
     parse_overrides,
 )
-from experiments.research.learning_bench import SB3_DQN_CARTPOLE, SB3_PPO_CARTPOLE, SB3_SAC_PENDULUM
+from experiments.research.learning_bench import (
+    SB3_DQN_ACROBOT,
+    SB3_DQN_CARTPOLE,
+    SB3_PPO_CARTPOLE,
+    SB3_PPO_COMBINATORIAL,
+    SB3_SAC_PENDULUM,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # Run configs only: configs/sweeps/ holds sweep files, validated by tests/test_sweep.py.
@@ -66,7 +72,8 @@ def test_shipped_config_set() -> None:
 
 
 @pytest.mark.parametrize("name, zoo", [("dqn_cartpole", SB3_DQN_CARTPOLE), ("ppo_cartpole", SB3_PPO_CARTPOLE),
-                                       ("sac_pendulum", SB3_SAC_PENDULUM)])
+                                       ("sac_pendulum", SB3_SAC_PENDULUM), ("dqn_acrobot", SB3_DQN_ACROBOT),
+                                       ("ppo_combinatorial", SB3_PPO_COMBINATORIAL)])
 def test_baseline_configs_match_the_zoo_settings_of_the_learning_bench(name: str, zoo: dict) -> None:
     cfg = load_config(REPO / f"configs/baselines/{name}.yaml")
     zoo = dict(zoo)

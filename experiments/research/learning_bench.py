@@ -5,11 +5,16 @@ Each (agent, seed) trains in its own process with one torch thread, evaluating e
 through the same :func:`experiments.evaluation.evaluate`, so the figures compare directly.
 
     python -m experiments.research.learning_bench --suite issue2 --seeds 0 1 2 3 4
+    python -m experiments.research.learning_bench --suite reference --seeds 0 1 2 3 4 --out ref.json
+
+``reference`` is the reference learning suite of ``benchmarks/README.md``: each of our agents at a
+shipped config (its agent section read from ``configs/``) beside the SB3 counterpart used so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -35,21 +40,33 @@ class Job:
     stop_at_threshold: bool = False  # end the run at the first eval >= threshold (wall-clock races)
     threads: int = 1
     device: str = "cpu"
+    # A shipped config (relative to configs/) whose agent section the hyperparameters start from, so
+    # the suite trains what `run.py train` on that file trains; resolved by build_jobs, so the
+    # results JSON records the resulting hp.
+    config: str | None = None
 
 
 # RL Zoo's tuned settings (rl-baselines3-zoo hyperparams/dqn.yml, ppo.yml, sac.yml).
 SB3_DQN_CARTPOLE = dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000,
                         gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                         exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]})
+SB3_DQN_ACROBOT = dict(learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0, gamma=0.99,
+                       target_update_interval=250, train_freq=4, gradient_steps=-1, exploration_fraction=0.12,
+                       exploration_final_eps=0.1, policy_kwargs={"net_arch": [256, 256]})
 SB3_SAC_PENDULUM = dict(learning_rate=1e-3)
 SB3_PPO_CARTPOLE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
                         learning_rate=1e-3, clip_range=0.2, n_envs=8)
+# The zoo has no Combinatorial-v0 entry: SB3's default PPO with 8 copies, as configs/baselines/ppo_combinatorial.yaml.
+SB3_PPO_COMBINATORIAL = dict(n_envs=8)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def run_job(job: Job) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(job.threads)
+    import envs  # noqa: F401  (registers reparl/ ids in this spawned process, for SB3 and for evaluation)
     from experiments.evaluation import evaluate
 
     curve: list[tuple[int, float]] = []
@@ -83,10 +100,13 @@ def run_job(job: Job) -> dict[str, Any]:
             next_eval = job.eval_every
 
             def _on_step(self) -> bool:
+                go_on = True
                 if self.num_timesteps >= self.next_eval:
                     self.next_eval += job.eval_every
-                    return evaluate_at(self.model, self.next_eval - job.eval_every)
-                return True
+                    go_on = evaluate_at(self.model, self.next_eval - job.eval_every)
+                # PPO collects whole rollouts (8 x 2048 steps at SB3's defaults), so learn(total)
+                # would run past the budget the other columns get; stop it there.
+                return go_on and self.num_timesteps < job.total
 
         model.learn(job.total, callback=EvalCB())
     else:
@@ -149,7 +169,46 @@ SUITES: dict[str, list[Job]] = {
     "exact": [Job("GumbelSAC exact", "GumbelSAC", "CartPole-v1", 20_000, 475.0, {"estimator": "exact"})],
     # A task no default was tuned on (RL Zoo DQN: -76.6 at 100k).
     "acrobot": [Job("GumbelSAC", "GumbelSAC", "Acrobot-v1", 30_000, -100.0)],
+    # The reference learning suite (benchmarks/README.md, issue 20): each agent at a shipped config
+    # beside the SB3 column used for that env so far, at gymnasium's thresholds (Pendulum has none:
+    # -200, as issue 2; Combinatorial-v0: 8 of an optimal 16, random 4).
+    "reference": [
+        Job("GumbelSAC", "GumbelSAC", "CartPole-v1", 20_000, 475.0, config="gumbel_sac/cartpole.yaml"),
+        Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", 20_000, 475.0, SB3_DQN_CARTPOLE),
+        Job("GumbelSAC", "GumbelSAC", "Acrobot-v1", 50_000, -100.0, config="gumbel_sac/acrobot.yaml"),
+        Job("SB3 DQN (zoo)", "sb3:DQN", "Acrobot-v1", 50_000, -100.0, SB3_DQN_ACROBOT),
+        Job("GumbelSAC pairwise", "GumbelSAC", "reparl/Combinatorial-v0", 20_000, 8.0,
+            config="gumbel_sac/combinatorial_pairwise.yaml"),
+        Job("SB3 PPO (defaults, 8 envs)", "sb3:PPO", "reparl/Combinatorial-v0", 20_000, 8.0, SB3_PPO_COMBINATORIAL),
+        Job("GaussianSAC", "GaussianSAC", "Pendulum-v1", 10_000, -200.0, config="gaussian_sac/pendulum.yaml"),
+        Job("SB3 SAC (lr 1e-3)", "sb3:SAC", "Pendulum-v1", 10_000, -200.0, SB3_SAC_PENDULUM),
+    ],
 }
+
+
+def config_hyperparameters(config: str) -> dict[str, Any]:
+    """The agent section of ``configs/<config>`` (validated as ``run.py train`` validates it)."""
+    from experiments.config import load_config
+
+    return dict(load_config(CONFIGS / config).agent.hyperparameters)
+
+
+def build_jobs(suite: str, seeds: list[int], only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+               total: int | None = None, eval_episodes: int | None = None,
+               stop_at_threshold: bool = False) -> list[Job]:
+    """One job per (suite entry, seed); ``overrides`` go to our agents only, over a config's agent section."""
+    jobs = []
+    for base in SUITES[suite]:
+        if only and base.name not in only:
+            continue
+        hp = {**(config_hyperparameters(base.config) if base.config else {}), **base.hp}
+        if not base.algo.startswith("sb3:"):
+            hp.update(overrides or {})
+        for seed in seeds:
+            jobs.append(dataclasses.replace(base, total=total or base.total, hp=dict(hp), seed=seed,
+                                            eval_episodes=eval_episodes or base.eval_episodes,
+                                            stop_at_threshold=stop_at_threshold))
+    return jobs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,15 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval_episodes is not None and args.eval_episodes < 1:
         p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
-    jobs = []
-    for base in SUITES[args.suite]:
-        if args.only and base.name not in args.only:
-            continue
-        for seed in args.seeds:
-            hp = base.hp if base.algo.startswith("sb3:") else {**base.hp, **overrides}
-            jobs.append(Job(base.name, base.algo, base.env_id, args.total or base.total, base.threshold,
-                            hp, seed, base.eval_every, args.eval_episodes or base.eval_episodes,
-                            args.stop_at_threshold))
+    jobs = build_jobs(args.suite, args.seeds, args.only, overrides, args.total, args.eval_episodes,
+                      args.stop_at_threshold)
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_job, jobs, chunksize=1)
     table = summarize(results)

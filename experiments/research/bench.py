@@ -16,7 +16,7 @@ Sections:
               training wall-clock seconds to first reach eval >= 475 on CartPole-v1 (evaluation
               time excluded), per seed. An evaluation is 100 episodes by default, Gymnasium's
               definition of solving CartPole-v1 (a mean of 475 over 100 consecutive episodes);
-              10-episode means pass by chance more often (benchmarks/README.md).
+              10-episode means pass by chance more often (benchmarks/README.md, "The CartPole race").
 
     python run.py bench                       # everything, ~15 min on 2 cores
     python run.py bench --sections throughput --rounds 5

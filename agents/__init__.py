@@ -10,8 +10,9 @@ from agents.distributions import ESTIMATORS, GumbelSoftmax, SquashedGaussian
 from agents.gaussian_sac import GaussianSAC
 from agents.gumbel_sac import GumbelSAC
 from agents.networks import CriticEnsemble, ReLU, mlp
+from agents.sac import NonFiniteError, SoftActorCritic
 
 AGENTS = {"GumbelSAC": GumbelSAC, "GaussianSAC": GaussianSAC}
 
-__all__ = ["AGENTS", "ESTIMATORS", "CriticEnsemble", "GaussianSAC", "GumbelSAC", "GumbelSoftmax", "ReLU",
-           "SquashedGaussian", "mlp"]
+__all__ = ["AGENTS", "ESTIMATORS", "CriticEnsemble", "GaussianSAC", "GumbelSAC", "GumbelSoftmax", "NonFiniteError",
+           "ReLU", "SoftActorCritic", "SquashedGaussian", "mlp"]

@@ -46,11 +46,12 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], device: torch.device | str
 # --------------------------------------------------------------------------------------------
 
 
-def _relaxed(logits: Tensor, gumbel: Tensor, temperature: float) -> Tensor:
+def _relaxed(logits: Tensor, gumbel: Tensor, temperature: float | Tensor) -> Tensor:
     return torch.softmax((logits + gumbel) / temperature, dim=-1)
 
 
-def straight_through(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
+def straight_through(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float | Tensor,
+                     **_: object) -> Tensor:
     """Straight-through Gumbel-Softmax (Jang et al. 2017, sec. 2.2; Bengio et al. 2013).
 
     Forward: the exact one-hot sample D = onehot(argmax(logits + G)).
@@ -60,7 +61,7 @@ def straight_through(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: 
     return hard + (soft - soft.detach())  # (x - x) is exactly 0, so the forward is exactly D
 
 
-def relaxed(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
+def relaxed(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float | Tensor, **_: object) -> Tensor:
     """Gumbel-Softmax / Concrete relaxation (Jang et al. 2017; Maddison et al. 2017).
 
     Forward and backward: y = softmax((logits + G) / temperature), a point inside the simplex.
@@ -88,7 +89,7 @@ def conditional_gumbel(logits: Tensor, hard: Tensor, k: int, generator: torch.Ge
     return perturbed - log_p
 
 
-def gumbel_rao(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, k: int = 8,
+def gumbel_rao(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float | Tensor, k: int = 8,
                generator: torch.Generator | None = None, **_: object) -> Tensor:
     """Gumbel-Rao straight-through (Paulus et al. 2021, eq. 7).
 
@@ -107,7 +108,7 @@ def _with_jacobian_of(p: Tensor, logits: Tensor) -> Tensor:
     return torch.softmax(logits + (log_p - logits).detach(), dim=-1)
 
 
-def reinmax(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **_: object) -> Tensor:
+def reinmax(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float | Tensor, **_: object) -> Tensor:
     """ReinMax, a second-order straight-through estimator (Liu et al. 2023, alg. 2).
 
     Forward: D ~ Cat(softmax theta). Backward: 2 J(pi_half) g - 1/2 J(pi_0) g with
@@ -115,7 +116,7 @@ def reinmax(logits: Tensor, hard: Tensor, gumbel: Tensor, temperature: float, **
     and g the incoming gradient. Needs tau >= 1. For f linear in D its expectation is the exact
     gradient (E[J(pi_half)] = 3/4 J(pi_0) at tau = 1).
     """
-    if temperature < 1.0:
+    if not isinstance(temperature, Tensor) and temperature < 1.0:  # the agent checks its schedule up front
         raise ValueError(f"reinmax needs temperature >= 1 (Liu et al. 2023); got {temperature}. "
                          "Set temperature to 1.0 or use estimator='st'.")
     pi_0 = torch.softmax(logits, dim=-1)
@@ -145,20 +146,26 @@ class GumbelSoftmax:
         nvec: choices per factor, for a flat mask or ragged MultiDiscrete; defaults to equal widths.
     """
 
-    def __init__(self, logits: Tensor, temperature: float = 1.0, mask: Tensor | None = None,
-                 nvec: list[int] | None = None) -> None:
+    def __init__(self, logits: Tensor, temperature: float | Tensor = 1.0, mask: Tensor | None = None,
+                 nvec: list[int] | None = None, check_mask: bool = True) -> None:
         if logits.dim() != 3:
             raise ValueError(f"logits must be (batch, factors, choices); got shape {tuple(logits.shape)}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.temperature = float(temperature)
+        if not isinstance(temperature, Tensor):
+            if not temperature > 0:
+                raise ValueError(f"temperature must be > 0; got {temperature}")
+            temperature = float(temperature)
+        # A tensor temperature (the update's, which an annealing schedule changes every step) stays
+        # a tensor, so a compiled update reads it as data instead of recompiling for each value.
+        self.temperature = temperature
         self.nvec = list(nvec) if nvec is not None else [logits.shape[-1]] * logits.shape[1]
         if mask is None and any(n != logits.shape[-1] for n in self.nvec):  # ragged: mask the padding
             mask = torch.ones(logits.shape[0], sum(self.nvec), dtype=torch.bool, device=logits.device)
         if mask is not None:
             mask = self._padded_mask(mask, logits)
             blocked = ~mask.any(-1)
-            if bool(blocked.any()):
+            # check_mask=False: masks the env already gave (the replay buffer's), where the check's
+            # host sync would stall a compiled update for nothing.
+            if check_mask and bool(blocked.any()):
                 row, factor = (int(i) for i in blocked.nonzero()[0])
                 raise ValueError(f"action mask row {row} (factor {factor}) allows no action; "
                                  "every row needs at least one True entry")

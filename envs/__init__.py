@@ -5,7 +5,7 @@
   optionally, running observation normalization.
 
 Autoreset: ``SAME_STEP`` by default, so an episode's final observation arrives in
-``info["final_obs"]`` with the step that ended it (what ``agents.core`` stores). Observation
+``info["final_obs"]`` with the step that ended it (what ``agents.collect`` stores). Observation
 normalization uses ``NEXT_STEP`` instead, because Gymnasium's vector ``NormalizeObservation``
 would leave ``final_obs`` unnormalized otherwise (it refuses ``SAME_STEP``); the agents' core
 skips the reset step in that mode.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -34,7 +35,7 @@ from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatist
 
 from envs import combinatorial  # noqa: F401  (registers the reparl/ envs)
 
-__all__ = ["EnvSpec", "VecEnvSpec", "env_kwargs", "load_obs_normalization", "make_env", "make_vec_env",
+__all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "load_obs_normalization", "make_env", "make_vec_env",
            "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]
 
 
@@ -61,6 +62,18 @@ class VecEnvSpec(EnvSpec, Protocol):
     def normalize_obs(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class IdSpec:
+    """What a bare env id implies: one sync copy, the registered kwargs and time limit, no normalization."""
+
+    id: str
+    n_envs: int = 1
+    vectorization: Literal["sync", "async"] = "sync"
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    max_episode_steps: int | None = None
+    normalize_obs: bool = False
+
+
 def resolve_id(env_id: str) -> str:
     """Import the ``module:`` part of an id (it registers the env) and return the bare id."""
     if ":" not in env_id:
@@ -85,15 +98,18 @@ def make_env(cfg: EnvSpec, render_mode: str | None = None) -> gym.Env:
     return gym.make(resolve_id(cfg.id), **kwargs)
 
 
-def make_vec_env(cfg: VecEnvSpec, n_envs: int | None = None, normalize: bool | None = None,
+def make_vec_env(cfg: VecEnvSpec | str, n_envs: int | None = None, normalize: bool | None = None,
                  copy_wrapper: Callable[[gym.Env, int], gym.Env] | None = None,
                  render_mode: str | None = None) -> gym.vector.VectorEnv:
     """A vector env of ``n_envs`` copies (default ``cfg.n_envs``) with episode statistics.
 
-    ``normalize`` defaults to ``cfg.normalize_obs``; the running statistics are read and written
-    with :func:`obs_normalization` / :func:`set_obs_normalization`. ``copy_wrapper(env, i)`` wraps
+    ``cfg`` is a run config's env section or a bare id (:class:`IdSpec`). ``normalize`` defaults to
+    ``cfg.normalize_obs``; the running statistics are read and written with :func:`obs_normalization` /
+    :func:`set_obs_normalization`. ``copy_wrapper(env, i)`` wraps
     copy ``i`` (e.g. a ``RecordVideo`` with a per-copy file prefix).
     """
+    if isinstance(cfg, str):
+        cfg = IdSpec(cfg)
     n = cfg.n_envs if n_envs is None else n_envs
     normalize = cfg.normalize_obs if normalize is None else normalize
     mode = gym.vector.AutoresetMode.NEXT_STEP if normalize else gym.vector.AutoresetMode.SAME_STEP

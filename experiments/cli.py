@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     command = list(sys.orig_argv) if argv is None else ["reparl", *argv]
     # Warnings (e.g. "W&B init failed; continuing") go to stderr as one line, not a stack.
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    from agents.core import NonFiniteError  # after parse_args: --help does not wait for torch
+    from agents.collect import NonFiniteError  # after parse_args: --help does not wait for torch
     from experiments.train import Interrupted
     try:
         if args.command == "train":

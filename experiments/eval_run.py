@@ -48,7 +48,7 @@ def resolve_target(target: Path, env_id: str | None = None,
         overrides = {"env.id": env_id} if env_id else None
         return load_config(run_dir / "config.yaml", overrides), model, run_dir
     if model.suffix == ".safetensors":
-        from agents.core import read_model_file
+        from agents.checkpoint import read_model_file
 
         _, meta = read_model_file(model)
         agent = meta["agent"]

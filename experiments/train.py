@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.core import NonFiniteError, read_checkpoint
+from agents.checkpoint import read_checkpoint
+from agents.collect import NonFiniteError
 from envs import make_env, make_vec_env, save_obs_normalization
 from experiments.config import Config, ConfigError, agent_class
 from experiments.loop import OnEval, RunLoop, Throughput, window_mean
@@ -170,7 +171,7 @@ def check_buffer_fits(cfg: Config) -> None:
     if cfg.agent.is_sb3:
         return
     from agents.buffer import ReplayBuffer, check_fits
-    from agents.core import obs_dim, resolve_device
+    from agents.spaces import obs_dim, resolve_device
 
     cls = agent_class(cfg.agent.name)
     hp = {**cls.defaults, **cfg.agent.hyperparameters}

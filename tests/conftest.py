@@ -14,3 +14,17 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _eager_update() -> Iterator[None]:
+    """The agents' update runs eagerly unless a test asks for ``compile=True``: a compilation takes
+    10-60 s per graph on CI's CPUs. tests/test_update.py holds the compiled update equal to the eager
+    one, and runs the compiled default end to end. Session scope: module-scoped fixtures build
+    agents too."""
+    from agents import GaussianSAC, GumbelSAC
+
+    with pytest.MonkeyPatch.context() as mp:
+        for cls in (GumbelSAC, GaussianSAC):
+            mp.setitem(cls.defaults, "compile", False)
+        yield

@@ -19,7 +19,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from agents import GaussianSAC, GumbelSAC
-from agents.core import SoftActorCritic
+from agents.sac import SoftActorCritic
 from envs.combinatorial import Combinatorial
 
 SMALL: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 32, "learning_starts": 50, "buffer_size": 2_000,
@@ -63,8 +63,8 @@ def test_save_load_same_predictions(case: str, tmp_path: Path) -> None:
     for loaded in (cls.load(path, device="cpu"), cls.load(path, env=agent.env, device="cpu")):
         assert np.array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
         assert np.array_equal(_stochastic(loaded, obs), _stochastic(agent, obs))
-        for name, module in agent._modules().items():
-            theirs = loaded._modules()[name].state_dict()
+        for name, module in agent.modules().items():
+            theirs = loaded.modules()[name].state_dict()
             assert all(torch.equal(v, theirs[k]) for k, v in module.state_dict().items()), name
         assert loaded.num_timesteps == agent.num_timesteps and loaded.alpha == agent.alpha
         opt, lopt = agent.critic_optimizer.state_dict(), loaded.critic_optimizer.state_dict()
@@ -103,7 +103,7 @@ def test_load_rejects_wrong_agent_and_wrong_space(gumbel_file: Path) -> None:
         GumbelSAC.load(path, env=_CartPole3(), device="cpu")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupted", "empty", "not-reparl"])
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "empty", "not-reparl", "weight-bit", "header-field"])
 def test_load_rejects_damaged_file(damage: str, gumbel_file: Path, tmp_path: Path) -> None:
     raw = gumbel_file.read_bytes()
     path = tmp_path / "m.safetensors"
@@ -113,6 +113,13 @@ def test_load_rejects_damaged_file(damage: str, gumbel_file: Path, tmp_path: Pat
         path.write_bytes(raw[:8] + b"\xff" * 40 + raw[48:])
     elif damage == "empty":
         path.write_bytes(b"")
+    elif damage == "weight-bit":  # one bit of a weight deep in the tensor data: safetensors alone cannot tell
+        flipped = bytearray(raw)
+        flipped[-100] ^= 0x40
+        path.write_bytes(bytes(flipped))
+    elif damage == "header-field":  # a counter changed in the JSON header, same length, still valid JSON
+        at = raw.index(b'\\"num_timesteps\\": 60')
+        path.write_bytes(raw[:at] + raw[at:].replace(b"60", b"50", 1))
     else:
         from safetensors.torch import save_file
 
@@ -216,10 +223,10 @@ def test_discrete_with_nonzero_start() -> None:
 
 def test_multidiscrete_env_learns_without_invalid_actions() -> None:
     agent = trained("multidiscrete", 150)  # the env asserts every action is valid
-    assert agent.critic_kind == "joint" and agent.num_updates > 0
+    assert agent.head.kind == "joint" and agent.num_updates > 0
     assert np.isfinite(list(agent.pop_train_info().values())).all()
     heads = GumbelSAC(MultiDiscreteTarget(), estimator="exact", critic="heads", **SMALL).learn(80)
-    assert heads.critic_kind == "heads" and heads.num_updates > 0
+    assert heads.head.kind == "heads" and heads.num_updates > 0
 
 
 # ------------------------------------------------------------------------------- bad configuration
@@ -233,10 +240,8 @@ def test_multidiscrete_env_learns_without_invalid_actions() -> None:
     {"estimator": "foo"}, {"temperature": 0.0}, {"estimator": "reinmax", "temperature": 0.5},
     {"estimator": "reinmax", "temperature": 1.0, "temperature_schedule": "linear", "temperature_min": 0.5},
     {"critic": "x"}, {"gumbel_rao_k": 0}, {"target_entropy_scale": 2.0}, {"temperature_schedule": "cosine"},
-    {"policy_delay": 0}, {"policy_delay": 1.5}, {"huber_delta": 0.0}, {"huber_delta": "big"},
-    {"critic_layer_norm": "yes"}, {"bound_targets": 1}, {"bound_targets": True, "backup_entropy": True},
-    {"munchausen": 1.0}, {"munchausen": -0.1}, {"munchausen": True}, {"munchausen_clip": 0.0},
-    {"munchausen": 0.9, "bound_targets": True}, {"prioritized_replay": 1.5}, {"prioritized_replay": True},
+    {"policy_delay": 0}, {"policy_delay": 1.5}, {"critic_layer_norm": "yes"}, {"compile": "yes"},
+    {"prioritized_replay": 1.5}, {"prioritized_replay": True},
     {"priority_beta": -0.1},
 ])
 def test_invalid_hyperparameters_raise(bad: dict[str, Any]) -> None:
@@ -342,9 +347,8 @@ def test_auto_alpha_refused_where_entropy_is_unbounded() -> None:
 
 
 @pytest.mark.parametrize("case", ["gumbel", "gaussian"])
-@pytest.mark.parametrize("manual", [True, False])
-def test_policy_delay_steps_the_actor_and_alpha_on_every_dth_update(case: str, manual: bool) -> None:
-    agent = trained(case, 49, policy_delay=3, manual_backward=manual)  # warm-up only: no update yet
+def test_policy_delay_steps_the_actor_and_alpha_on_every_dth_update(case: str) -> None:
+    agent = trained(case, 49, policy_delay=3)  # warm-up only: no update yet
     assert agent.num_updates == 0
     moved = []
     for _ in range(7):
@@ -357,27 +361,3 @@ def test_policy_delay_steps_the_actor_and_alpha_on_every_dth_update(case: str, m
     actor_turns = [True, False, False, True, False, False, True]
     assert [m[0] for m in moved] == actor_turns and [m[2] for m in moved] == actor_turns
     assert all(m[1] for m in moved)  # every critic tensor moves on every update
-
-
-def test_dueling_critic_is_value_plus_centred_advantages() -> None:
-    """critic='dueling' (Wang et al. 2016): per factor, the choices' values are A - mean A plus
-    V / F, so the value at any y whose factors each sum to 1 (a one-hot, the policy's
-    probabilities) is V + sum_f (A_f - mean A_f) . y_f, and at the uniform y it is V itself.
-    The ragged MultiDiscreteTarget (factors of 2, 3 and 4 choices) checks the per-factor means."""
-    agent = GumbelSAC(MultiDiscreteTarget(), critic="dueling", **SMALL)
-    gen = torch.Generator().manual_seed(0)
-    obs = torch.randn(5, agent.obs_dim, generator=gen)
-    actions = torch.stack([torch.randint(n, (5,), generator=gen) for n in agent.nvec], 1)
-    with torch.no_grad():
-        out = agent.critic(obs)                                    # (critics, 5, 1 + sum(nvec))
-        value, adv = out[..., 0], out[..., 1:]
-        uniform = torch.cat([torch.full((5, n), 1.0 / n) for n in agent.nvec], 1)
-        assert torch.allclose(agent._head_q(out, uniform), value, atol=1e-6)
-        expected = value.clone()
-        for f, block in enumerate(adv.split(agent.nvec, dim=-1)):
-            expected += block.gather(-1, actions[:, f].expand(block.shape[0], -1).unsqueeze(-1)).squeeze(-1)
-            expected -= block.mean(-1)
-        assert torch.allclose(agent._critic_values(obs, actions), expected, atol=1e-6)
-    learner = GumbelSAC("CartPole-v1", critic="dueling", **SMALL).learn(80)
-    assert learner.critic_kind == "dueling" and learner.num_updates > 0
-    assert learner.critic.layers[-1].weight.shape[-1] == 3  # V and an advantage per action

@@ -62,22 +62,24 @@ def test_buffer_masks_belong_to_the_stored_observations(trained: GumbelSAC) -> N
 
 def test_masked_choices_have_probability_exactly_zero_in_the_actor_update(trained: GumbelSAC) -> None:
     seen: list[torch.Tensor | None] = []
-    objective = trained._actor_objective
+    head = trained.head
+    objective = head.actor_objective
 
-    def spy(obs: torch.Tensor, masks: torch.Tensor | None = None, dist: Any = None) -> Any:
+    def spy(logits: torch.Tensor, masks: torch.Tensor | None, critic: Any, obs: torch.Tensor, temperature: Any,
+            estimator: str | None = None) -> Any:
         seen.append(masks)
         assert torch.equal(masks, obs[:, MASK_START:] > 0.5)  # the sampled states' own masks
-        if dist is not None:  # the hand-written update builds the distribution from its own policy pass
-            assert bool((dist.probs.reshape(len(masks), -1)[~masks] == 0).all())
-        return objective(obs, masks, dist)
+        probs = head.distribution(logits, masks, temperature).probs
+        assert bool((probs.reshape(len(masks), -1)[~masks] == 0).all())
+        return objective(logits, masks, critic, obs, temperature, estimator)
 
-    while not trained._actor_turn():  # policy_delay: reach an update that steps the actor
+    while trained.num_updates % trained.hparams["policy_delay"]:  # reach an update that steps the actor
         trained.train_step()
-    trained._actor_objective = spy
+    head.actor_objective = spy
     try:
         trained.train_step()
     finally:
-        del trained._actor_objective
+        del head.actor_objective
     assert len(seen) == 1 and seen[0] is not None
     batch = trained.buffer.sample(64, torch.Generator().manual_seed(0))
     for masks in (batch.masks, batch.next_masks):

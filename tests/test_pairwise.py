@@ -13,12 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
-from test_diagnostics import _exact_actor_loss
+from test_diagnostics import assert_cosine_measures_against_the_exact_gradient
 from test_masks import checked_vec_env
 
 from agents import GumbelSAC
 from agents.distributions import GumbelSoftmax
-from agents.gumbel_sac import ESTIMATOR_CHOICES, pairwise_q
+from agents.gumbel_sac import ESTIMATOR_CHOICES
+from agents.heads import pairwise_q
 from envs.combinatorial import Combinatorial
 
 NVEC = [2, 3, 4]
@@ -78,15 +79,15 @@ def test_agent_exact_objective_and_target_are_min_over_critics_of_the_expectatio
     dist = agent.distribution(obs)
     actions, _ = joint_actions(NVEC)
     prob = torch.stack([dist.log_prob(a.expand(8, -1)).exp() for a in actions], -1)  # (B, J)
-    q = torch.stack([agent._critic_values(obs, a.expand(8, -1)) for a in actions], -1)  # (N, B, J)
-    expected = agent._expected_q(obs, dist)
+    q = torch.stack([agent.head.critic_values(agent.critic, obs, a.expand(8, -1)) for a in actions], -1)  # (N, B, J)
+    expected = agent.head.expected_q(agent.critic, obs, dist)
     assert torch.allclose(expected, (prob * q).sum(-1).min(0).values.detach(), atol=1e-5)
     assert bool((expected >= (prob * q.min(0).values).sum(-1) - 1e-5).all())
-    alpha = torch.tensor(0.2)
     with torch.no_grad():
-        v1, v2 = agent._next_value(obs, None, alpha), agent._next_value(obs, None, alpha)
-        assert torch.equal(v1, v2)
-        assert torch.allclose(v1, agent._expected_q(obs, dist, agent.critic_target) + alpha * dist.entropy())
+        logits = agent.policy(obs)
+        (v1, h1), (v2, _) = (agent.head.next_value(logits, None, agent.critic_target, obs, 1.0) for _ in range(2))
+        assert torch.equal(v1, v2) and torch.allclose(h1, dist.entropy())
+        assert torch.allclose(v1, agent.head.expected_q(agent.critic_target, obs, dist))
 
 
 # ------------------------------------------------------------------------------- what it can represent
@@ -121,7 +122,7 @@ def test_combinatorial_ring_reward_is_exact_at_rank_24() -> None:
 def _fit(agent: GumbelSAC, obs: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, steps: int) -> float:
     opt = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
     for _ in range(steps):
-        loss = (agent._critic_values(obs, actions)[0] - target).square().mean()
+        loss = (agent.head.critic_values(agent.critic, obs, actions)[0] - target).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -157,28 +158,25 @@ def test_pairwise_critic_fits_a_pairwise_function_that_heads_cannot() -> None:
 def test_trains_on_the_combinatorial_envs_with_every_estimator(estimator: str, masked: bool) -> None:
     env = checked_vec_env() if masked else "reparl/Combinatorial-v0"  # the masked env fails on a forbidden action
     agent = GumbelSAC(env, estimator=estimator, diagnostic_interval=50, **{**TINY, "n_envs": 2}).learn(400)
-    assert agent.critic_kind == "pairwise" and agent.num_updates == 151
+    assert agent.head.kind == "pairwise" and agent.num_updates == 151
     info = agent.pop_train_info()
     assert np.isfinite(list(info.values())).all()
     # 65,536 joint actions: the live cosine against the exact gradient, for every Gumbel estimator.
     assert ("grad/estimator_cosine" in info) == (estimator != "exact")
 
 
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_diagnostic_is_plus_or_minus_one_against_the_closed_form_gradient(sign: float) -> None:
-    agent = GumbelSAC("reparl/Combinatorial-v0", diagnostic_interval=1, **TINY).learn(150)
-    obs, alpha = agent.buffer.sample(32).obs, torch.tensor(0.3)
-    agent.policy.zero_grad()
-    (sign * _exact_actor_loss(agent, obs, alpha)).backward()
-    assert agent._actor_diagnostics(obs, alpha)["grad/estimator_cosine"].item() == pytest.approx(sign, abs=1e-5)
+def test_diagnostic_measures_against_the_closed_form_gradient() -> None:
+    agent = GumbelSAC("reparl/Combinatorial-v0", diagnostic_interval=1, policy_delay=1, **TINY).learn(150)
+    assert_cosine_measures_against_the_exact_gradient(agent)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
     agent = GumbelSAC("reparl/Combinatorial-v0", **{**TINY, "pairwise_rank": 3}).learn(150)
     loaded = GumbelSAC.load(agent.save(tmp_path / "model"), device="cpu")
-    assert loaded.critic_kind == "pairwise" and loaded.hparams["pairwise_rank"] == 3
+    assert loaded.head.kind == "pairwise" and loaded.hparams["pairwise_rank"] == 3
     batch = agent.buffer.sample(16)
-    assert torch.equal(loaded._critic_values(batch.obs, batch.actions), agent._critic_values(batch.obs, batch.actions))
+    values = [a.head.critic_values(a.critic, batch.obs, batch.actions) for a in (loaded, agent)]
+    assert torch.equal(*values)
     obs = batch.obs.numpy()
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
 
@@ -188,5 +186,5 @@ def test_bad_configuration() -> None:
         GumbelSAC("CartPole-v1", **TINY)
     with pytest.raises(ValueError, match="pairwise_rank must be >= 1"):
         small_agent(pairwise_rank=0)
-    with pytest.raises(ValueError, match="'auto', 'heads', 'dueling', 'joint', 'pairwise'"):
+    with pytest.raises(ValueError, match="'auto', 'heads', 'joint', 'pairwise'"):
         small_agent(critic="pair")

@@ -13,9 +13,9 @@ over many draws:
   gradient enumerates the 64 joint actions.
 * ``cartpole-heads`` / ``cartpole-joint``: the actor loss of GumbelSAC after a short, seeded
   CartPole-v1 run, on a fixed batch of states: f = sum over states of min_i Q_i(s, y), through the
-  agent's own ``_policy_q`` (so the study measures the code the agent runs). The heads critic is
-  linear in y; the joint critic is an MLP of y. The exact gradient is the agent's ``"exact"``
-  objective (its ``_expected_q``). The entropy part of the actor loss is exact for every estimator
+  agent's own head (``GumbelHead.policy_q``, so the study measures the code the agent runs). The heads
+  critic is linear in y; the joint critic is an MLP of y. The exact gradient is the head's ``"exact"``
+  objective (``GumbelHead.expected_q``). The entropy part of the actor loss is exact for every estimator
   and left out.
 
 Per (problem, estimator, temperature), with g_1..g_n single-draw gradients, m their mean and e the
@@ -146,16 +146,18 @@ def cartpole_problem(critic: str, settings: Settings) -> Problem:
     # was trained with, GumbelSAC's defaults until issue 6 moved them, so the problem stays fixed.
     agent = GumbelSAC("CartPole-v1", critic=critic, net_arch=[64, 64], batch_size=64, buffer_size=10_000,
                       learning_starts=min(500, settings.cartpole_steps // 3), seed=settings.seed, device="cpu",
-                      diagnostic_interval=0, alpha=1.0, alpha_learning_rate=None, backup_entropy=True)
+                      diagnostic_interval=0, alpha=1.0, alpha_learning_rate=None, backup_entropy=True,
+                      compile=False)  # eager: torch's own random stream, the same on any machine
     agent.learn(settings.cartpole_steps)
     obs = agent.buffer.sample(settings.cartpole_states, torch.Generator().manual_seed(settings.seed)).obs
     with torch.no_grad():
         logits = agent.policy(obs)
+    critic_net = agent.critic.requires_grad_(False)  # the study differentiates the logits only
 
     def value(dist: GumbelSoftmax, estimator: str, generator: torch.Generator, kw: dict[str, Any]) -> Tensor:
         rows = obs.repeat(len(dist.logits) // len(obs), 1)  # draws are stacked along the rows
         extra = {**kw, "generator": generator} if estimator != "exact" else {}
-        return agent._policy_q(rows, dist, estimator, **extra)
+        return agent.head.policy_q(critic_net, rows, dist, estimator, **extra)
 
     return Problem(f"cartpole-{critic}", 2, logits, value)
 

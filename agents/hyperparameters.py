@@ -1,0 +1,67 @@
+"""The hyperparameters both agents share: their defaults and their checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
+    "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "n_step": 1, "target_update_rate": 0.005,
+    "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2,
+    "critic_layer_norm": False, "alpha": 1.0, "learn_alpha": True, "target_entropy": None,
+    "backup_entropy": True, "prioritized_replay": 0.0, "priority_beta": 0.4, "relu_subgradient": 0.0,
+    # The whole update compiled: 2.1x SB3 SAC's updates/s where its eager form gives 0.84x
+    # (benchmarks/archive/update_paths.md).
+    "compile": True,
+    "n_envs": 1, "seed": None, "device": "auto",
+}
+"""SAC's defaults (Haarnoja et al. 2018; CleanRL's critic learning rate). An agent overrides its own."""
+
+BEHAVIOUR_BEFORE: dict[str, Any] = {"alpha_learning_rate": None, "backup_entropy": True, "policy_delay": 1,
+                                    "n_step": 1, "critic_layer_norm": False}
+"""What a run saved before each of these hyperparameters existed ran with: the behaviour they were
+added to switch off, not today's default. experiments.compare fills them into older run configs so
+those group with the runs that set the same behaviour explicitly."""
+
+
+def is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_shared(hp: dict[str, Any]) -> None:
+    """Raise ValueError naming every out-of-range shared value and what is allowed."""
+    checks = {
+        "learning_rate": (hp["learning_rate"] > 0, "> 0"),
+        "critic_learning_rate": (hp["critic_learning_rate"] > 0, "> 0"),
+        "alpha_learning_rate": (hp["alpha_learning_rate"] is None or hp["alpha_learning_rate"] > 0, "> 0 or null"),
+        "buffer_size": (hp["buffer_size"] >= 1, ">= 1"),
+        "learning_starts": (hp["learning_starts"] >= 0, ">= 0"),
+        "batch_size": (hp["batch_size"] >= 1, ">= 1"),
+        "gamma": (0 <= hp["gamma"] <= 1, "in [0, 1]"),
+        "target_update_rate": (0 < hp["target_update_rate"] <= 1, "in (0, 1]"),
+        "train_freq": (hp["train_freq"] >= 1, ">= 1"),
+        "gradient_steps": (hp["gradient_steps"] >= 0, ">= 0"),
+        "policy_delay": (is_int(hp["policy_delay"]) and hp["policy_delay"] >= 1, "an integer >= 1"),
+        "n_step": (is_int(hp["n_step"]) and hp["n_step"] >= 1
+                   and (hp["n_step"] == 1 or not hp["backup_entropy"]),
+                   "an integer >= 1, and 1 unless backup_entropy is false: the soft target would need every "
+                   "intermediate step's entropy bonus; set backup_entropy: false or n_step: 1"),
+        "n_critics": (hp["n_critics"] >= 1, ">= 1"),
+        "critic_layer_norm": (isinstance(hp["critic_layer_norm"], bool), "true or false"),
+        "compile": (isinstance(hp["compile"], bool), "true or false"),
+        "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0, '> 0 or "auto"'),
+        "prioritized_replay": (is_number(hp["prioritized_replay"]) and 0 <= hp["prioritized_replay"] <= 1,
+                               "a number in [0, 1]: 0 samples uniformly; Schaul et al. 2016 use 0.6"),
+        "priority_beta": (is_number(hp["priority_beta"]) and 0 <= hp["priority_beta"] <= 1,
+                          "a number in [0, 1]: 1 corrects prioritized sampling fully"),
+        "relu_subgradient": (0 <= hp["relu_subgradient"] <= 1, "in [0, 1]"),
+        "n_envs": (hp["n_envs"] >= 1, ">= 1"),
+        "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
+    }
+    bad = [f"{k}={hp[k]!r} (must be {allowed})" for k, (ok, allowed) in checks.items() if not ok]
+    if bad:
+        raise ValueError("invalid hyperparameters: " + ", ".join(bad))

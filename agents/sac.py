@@ -1,0 +1,412 @@
+"""The soft actor-critic shared by GumbelSAC and GaussianSAC (Haarnoja et al. 2018).
+
+The agent class holds the parts and the SB3-style API (``learn``, ``predict``, ``save``, ``load``);
+the parts live in small modules: the action head (:mod:`agents.heads`), the networks
+(:mod:`agents.networks`), the update (:mod:`agents.update`, one pure function for every head,
+compiled), collection (:mod:`agents.collect`) and persistence (:mod:`agents.checkpoint`).
+An agent file supplies its head, its policy network and its defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import random
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from agents import checkpoint
+from agents.buffer import ReplayBuffer, check_fits
+from agents.collect import Collector, NonFiniteError, as_vector_env
+from agents.hyperparameters import BEHAVIOUR_BEFORE, DEFAULTS, check_shared
+from agents.networks import CriticEnsemble
+from agents.spaces import batch_of, obs_dim, obs_tensor, resolve_device
+from agents.update import UpdateSettings, compile_update, sac_update, train_state
+
+__all__ = ["NonFiniteError", "SoftActorCritic"]
+
+
+class SoftActorCritic:
+    """Off-policy soft actor-critic with twin critics, Polyak targets and a learned entropy weight.
+
+    Shared hyperparameters (each also a field of the run config):
+
+    Args:
+        env: a Gymnasium id, ``Env`` or ``VectorEnv``; ``None`` needs ``observation_space`` and
+            ``action_space`` and gives an agent that can predict but not learn.
+        learning_rate: Adam step size of the actor (and of the entropy weight, unless
+            ``alpha_learning_rate`` is set).
+        alpha_learning_rate: Adam step size of log alpha; ``None`` uses ``learning_rate``. Adam moves
+            log alpha by about this much per update whatever the entropy error.
+        critic_learning_rate: Adam step size of the critics (CleanRL uses 1e-3 against 3e-4).
+        buffer_size: replay capacity in transitions.
+        learning_starts: env steps of uniform random actions before updates begin.
+        batch_size: transitions per gradient step.
+        gamma: discount.
+        n_step: rewards summed into each critic target before it bootstraps, stopping early at an
+            episode's end (Rainbow's n-step returns, Hessel et al. 2018; not corrected for being
+            off-policy). Above 1 needs ``backup_entropy=False`` (the soft target would also need the
+            entropy bonus of every step in between).
+        target_update_rate: Polyak rate of the target critics (``tau`` in most SAC code; renamed
+            because ``temperature`` belongs to Gumbel-Softmax).
+        train_freq: env steps (per env copy) between rounds of updates.
+        gradient_steps: updates per round; the update-to-data ratio is gradient_steps / (train_freq * n_envs).
+        policy_delay: the actor and alpha step on every this-many-th update, the critics on every one
+            (TD3's delayed policy updates, Fujimoto et al. 2018; SB3's ``policy_delay``).
+        net_arch: hidden widths of the actor and of every critic.
+        n_critics: critics in the ensemble; the target takes their minimum (clipped double Q).
+        critic_layer_norm: LayerNorm (no affine) before every hidden ReLU of the critics, against Q
+            drifting off the data (Ball et al. 2023).
+        alpha: initial entropy weight, or ``"auto"`` (a policy whose entropy has a maximum, i.e.
+            GumbelSAC): at the first update, mean |reward| of the warm-up data over that maximum, so
+            the uniform policy's entropy bonus starts level with the typical reward.
+        learn_alpha: tune alpha toward the target entropy (Haarnoja et al. 2018b).
+        target_entropy: desired policy entropy in nats; ``None`` picks the agent's default.
+        backup_entropy: add the next state's entropy bonus to the critic target (soft Q). ``False``
+            keeps the entropy in the actor loss only, as jaxrl's ``backup_entropy`` flag.
+        prioritized_replay: 0 samples the buffer uniformly; alpha in (0, 1] samples each transition
+            in proportion to (|TD error| + 1e-3) ** alpha and weights the critic loss by importance
+            weights (Schaul et al. 2016, proportional; Rainbow's 0.5).
+        priority_beta: exponent of those importance weights (1 corrects the sampling fully).
+        relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
+        compile: run the update through ``torch.compile`` (one graph: losses, backward, Adam,
+            Polyak). The first update waits for the compilation (~20-60 s on a CPU); a machine
+            without a C++ compiler warns and stays eager. ``False`` is the eager update, for debugging.
+        n_envs: env copies when ``env`` is an id.
+        seed: seeds torch, numpy, the env and the warm-up actions.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = ()
+    other_agent: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = dict(DEFAULTS)
+    behaviour_before: ClassVar[dict[str, Any]] = dict(BEHAVIOUR_BEFORE)
+
+    def __init__(self, env: str | gym.Env | gym.vector.VectorEnv | None = None, *,
+                 observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,
+                 **hyperparameters: Any) -> None:
+        unknown = set(hyperparameters) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown hyperparameters {sorted(unknown)}; "
+                            f"known: {sorted(self.defaults)}")
+        hp = {**self.defaults, **hyperparameters}
+        hp["net_arch"] = [int(w) for w in hp["net_arch"]]
+        self.hparams = hp
+        self.validate_hyperparameters(hp)
+        self.device = resolve_device(hp["device"])
+        if hp["seed"] is not None:
+            random.seed(hp["seed"])
+            np.random.seed(hp["seed"])
+            torch.manual_seed(hp["seed"])
+
+        self.env: gym.vector.VectorEnv | None = None
+        self.env_id: str | None = env if isinstance(env, str) else getattr(getattr(env, "spec", None), "id", None)
+        if env is not None:
+            self.env = as_vector_env(env, hp["n_envs"])
+            observation_space = self.env.single_observation_space
+            action_space = self.env.single_action_space
+        if observation_space is None or action_space is None:
+            raise ValueError("pass an env, or both observation_space and action_space")
+        if not isinstance(action_space, self.supported_action_spaces):
+            names = "/".join(s.__name__ for s in self.supported_action_spaces)
+            raise TypeError(f"{type(self).__name__} handles {names} action spaces, not {action_space}; "
+                            f"use {self.other_agent}")
+        self.observation_space, self.action_space = observation_space, action_space
+        self.obs_dim = obs_dim(observation_space)
+
+        self.head = self._make_head()
+        self.policy = self._make_policy().to(self.device)
+        in_dim, out_dim = self.head.critic_dims(self.obs_dim)
+        self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"],
+                                     hp["critic_layer_norm"]).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        if hp["alpha"] == "auto" and self.head.max_entropy is None:
+            raise ValueError(f"alpha='auto' needs a policy with a maximum entropy (GumbelSAC); "
+                             f"{type(self).__name__}'s is unbounded: give alpha a number, e.g. alpha=1.0")
+        # "auto" is set from the warm-up rewards at the first update (_calibrate_alpha).
+        self.log_alpha = torch.tensor(0.0 if hp["alpha"] == "auto" else math.log(hp["alpha"]), device=self.device)
+        self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
+            else self.head.target_entropy
+        lr = self._learning_rates()
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr["actor"])
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr["critic"])
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=lr["alpha"])
+
+        self.num_timesteps = 0
+        self.num_updates = 0
+        self.buffer: ReplayBuffer | None = None
+        self.collector = Collector(self.env, observation_space, self.head.mask_size is not None,
+                                   self.head.from_env) if self.env is not None else None
+        self._info_sums: dict[tuple[str, ...], Tensor] = {}  # metric sums per set of metric names
+        self._info_counts: dict[tuple[str, ...], int] = {}
+        self._state = None  # the update's aliases of the parameters and optimizer state, built at the first update
+        self._update: Callable[..., Any] | None = None
+
+    # ---------------------------------------------------------------- what an agent file supplies
+    def _make_head(self) -> Any:
+        raise NotImplementedError
+
+    def _make_policy(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _temperature(self) -> Tensor:
+        """The Gumbel-Softmax temperature the update passes to the head (as data, not a constant)."""
+        return torch.ones((), device=self.device)
+
+    def _diagnostics(self, obs: Tensor, masks: Tensor | None) -> dict[str, Tensor]:
+        """Extra metrics at this update, on its batch (GumbelSAC's estimator cosine)."""
+        return {}
+
+    # ---------------------------------------------------------------- construction helpers
+    @classmethod
+    def validate_hyperparameters(cls, hp: dict[str, Any]) -> None:
+        """Raise ValueError naming every out-of-range value and what is allowed."""
+        check_shared(hp)
+
+    def _learning_rates(self) -> dict[str, float]:
+        """Each optimizer's learning rate (keys of :meth:`optimizers`) from the hyperparameters."""
+        hp = self.hparams
+        return {"actor": hp["learning_rate"], "critic": hp["critic_learning_rate"],
+                "alpha": hp["learning_rate"] if hp["alpha_learning_rate"] is None else hp["alpha_learning_rate"]}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.exp())
+
+    # ---------------------------------------------------------------- acting
+    def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:
+        return self.head.act(self.policy(obs), masks, deterministic)
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = False, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """SB3's signature: actions for a single observation or a batch; ``state`` passes through.
+
+        ``action_masks`` follows sb3-contrib: a flat boolean vector per observation.
+        """
+        batch, single = batch_of(self.observation_space, observation)
+        masks = None
+        if action_masks is not None:
+            m = np.asarray(action_masks, dtype=bool)
+            masks = torch.as_tensor(m[None] if single else m, device=self.device)
+        with torch.no_grad():
+            action = self.head.to_env(self._act(obs_tensor(self.observation_space, batch, self.device),
+                                                deterministic, masks))
+        return (action[0] if single else action), state
+
+    def _eval_masks(self, venv: Any) -> np.ndarray | None:
+        """The masks ``experiments.evaluation.evaluate`` passes to :meth:`predict`."""
+        from agents.collect import vector_env_masks
+
+        return vector_env_masks(venv) if self.head.mask_size is not None else None
+
+    # ---------------------------------------------------------------- learning
+    def _ensure_buffer(self) -> ReplayBuffer:
+        if self.buffer is None:
+            hp = self.hparams
+            shape, dtype = self.head.stored_shape
+            use_masks = self.collector is not None and self.collector.use_masks and \
+                self.collector.env_masks() is not None
+            mask_size = self.head.mask_size if use_masks else None
+            if not use_masks and self.collector is not None:
+                self.collector.use_masks = False
+            check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], (self.obs_dim,), shape, mask_size),
+                       self.device, f"a replay buffer of {hp['buffer_size']:,} transitions")
+            self.buffer = ReplayBuffer(hp["buffer_size"], (self.obs_dim,), shape, dtype, self.device,
+                                       mask_size=mask_size, stride=self.env.num_envs if self.env is not None else 1,
+                                       priority_alpha=hp["prioritized_replay"], priority_beta=hp["priority_beta"])
+        return self.buffer
+
+    def _act_np(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        with torch.no_grad():
+            mt = torch.as_tensor(masks, device=self.device) if masks is not None else None
+            return self.head.to_env(self._act(obs_tensor(self.observation_space, obs, self.device), False, mt))
+
+    def learn(self, total_timesteps: int, callback: Callable[[SoftActorCritic], bool | None] | None = None,
+              progress_bar: bool = False, reset_num_timesteps: bool = False) -> SoftActorCritic:
+        """Collect ``total_timesteps`` env steps (summed over env copies), updating as it goes.
+
+        ``callback(agent)`` runs after every vector step; returning ``False`` stops learning.
+        """
+        if self.env is None:
+            raise RuntimeError("this agent has no env; pass one to the constructor or to load(path, env=...)")
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be >= 0; got {total_timesteps}")
+        hp, buffer, collector = self.hparams, self._ensure_buffer(), self.collector
+        if collector.next_step_mode and hp["n_step"] > 1:
+            # The reset steps of NEXT_STEP autoreset store nothing, so one copy's transitions are no
+            # longer a fixed number of rows apart, which n-step sampling relies on.
+            raise ValueError(f"n_step={hp['n_step']} needs a vector env with SAME_STEP autoreset (what env ids get "
+                             "here); this one resets on the next step. Pass the env id, build the vector env "
+                             "with autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, or set n_step=1.")
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        if collector.last_obs is None:
+            collector.reset(hp["seed"])
+        collector.masks = collector.env_masks()
+        n_envs, end = self.env.num_envs, self.num_timesteps + total_timesteps
+        label = self.env_id or type(self.env).__name__
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_timesteps, unit="step", dynamic_ncols=True)
+        try:
+            while self.num_timesteps < end:
+                warm = self.num_timesteps < hp["learning_starts"]
+                collector.step(None if warm else self._act_np, getattr(self.head, "random_actions", None), buffer,
+                               label, self.num_timesteps)
+                self.num_timesteps += n_envs
+                steps_per_env = self.num_timesteps // n_envs
+                # len(buffer): a run resumed from a checkpoint saved without its buffer starts empty.
+                if self.num_timesteps >= hp["learning_starts"] and steps_per_env % hp["train_freq"] == 0 \
+                        and len(buffer) > 0:
+                    for _ in range(hp["gradient_steps"]):
+                        self.train_step()
+                if bar is not None:
+                    bar.update(n_envs)
+                    if collector.episode_returns and steps_per_env % 100 == 0:
+                        bar.set_postfix(ep_return=f"{collector.episode_returns[-1]:.1f}", refresh=False)
+                if callback is not None and callback(self) is False:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    # SB3's episode statistics (its ep_info_buffer), from the collector
+    @property
+    def episode_returns(self) -> Sequence[float]:
+        return self.collector.episode_returns if self.collector is not None else []
+
+    @property
+    def episode_lengths(self) -> Sequence[int]:
+        return self.collector.episode_lengths if self.collector is not None else []
+
+    @property
+    def num_episodes(self) -> int:
+        return self.collector.num_episodes if self.collector is not None else 0
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One gradient step on the critics, the actor and the entropy weight, then Polyak
+        (:func:`agents.update.sac_update`). With ``policy_delay`` d the actor and alpha step only on
+        every d-th update."""
+        hp = self.hparams
+        if self.num_updates == 0 and hp["alpha"] == "auto":
+            self._calibrate_alpha()
+        if self._update is None:
+            self._update = self._make_update()
+        batch = self.buffer.sample(hp["batch_size"], n_step=hp["n_step"], gamma=hp["gamma"])
+        actor_turn = self.num_updates % hp["policy_delay"] == 0
+        diagnostics = self._diagnostics(batch.obs, batch.masks) if actor_turn else {}
+        info, td_error = self._update(self._state, batch, self._temperature(), actor_turn)
+        if batch.indices is not None:
+            self.buffer.update_priorities(batch.indices, td_error)
+        info.update(diagnostics)
+        self.num_updates += 1
+        self._accumulate(info)
+        return info
+
+    def update_settings(self) -> UpdateSettings:
+        """The update's constants from the hyperparameters."""
+        hp, lr = self.hparams, self._learning_rates()
+        return UpdateSettings(gamma=hp["gamma"], target_update_rate=hp["target_update_rate"],
+                              learn_alpha=hp["learn_alpha"], backup_entropy=hp["backup_entropy"],
+                              target_entropy=self.target_entropy, actor_lr=lr["actor"], critic_lr=lr["critic"],
+                              alpha_lr=lr["alpha"])
+
+    def _make_update(self) -> Callable[..., Any]:
+        """The update bound to this agent's networks, head and constants, compiled unless ``compile`` is off."""
+        self._state = train_state(self.policy, self.critic, self.critic_target, self.log_alpha, self.optimizers())
+        fn = functools.partial(sac_update, self.policy, self.critic, self.head, self.update_settings())
+        return compile_update(fn, self.device) if self.hparams["compile"] else fn
+
+    def _calibrate_alpha(self) -> None:
+        """``alpha="auto"``: alpha = mean |r| over the buffer (the warm-up data) / maximum entropy.
+
+        A fixed alpha = 1 assumes rewards of order 1 per step per nat: on Combinatorial-v0 (11 nats,
+        rewards <= 1) it kept the policy uniform for ~10k updates. Matching the uniform policy's bonus
+        to the typical reward gives 0.25 / 11.09 = 0.023 there, where the learned alpha settled
+        (0.04-0.09), and leaves CartPole (1 / ln 2 = 1.44) and Acrobot (1 / ln 3 = 0.91) near 1.
+        All-zero warm-up rewards carry no scale: alpha stays 1 (benchmarks/archive/README.md).
+        """
+        n = len(self.buffer)
+        scale = float(self.buffer.rewards[:n].abs().mean()) if n else 0.0
+        if scale > 0:
+            with torch.no_grad():
+                self.log_alpha.fill_(math.log(scale / self.head.max_entropy))
+
+    def _accumulate(self, info: dict[str, Tensor]) -> None:
+        # One stack and one add per update, keyed by the set of metric names (diagnostics appear
+        # only every N updates), instead of an add per metric.
+        keys = tuple(info)
+        values = torch.stack([v.detach().float().reshape(()) for v in info.values()])
+        if keys in self._info_sums:
+            self._info_sums[keys] += values
+            self._info_counts[keys] += 1
+        else:
+            self._info_sums[keys], self._info_counts[keys] = values, 1
+
+    def pop_train_info(self) -> dict[str, float]:
+        """Means of the update metrics since the last call (one host sync), then reset."""
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for keys, values in self._info_sums.items():
+            for k, v in zip(keys, values.cpu().tolist(), strict=True):
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + self._info_counts[keys]
+        self._info_sums, self._info_counts = {}, {}
+        return {k: sums[k] / counts[k] for k in sums}
+
+    def check_finite(self, step: int | None = None) -> None:
+        """Raise :class:`NonFiniteError` if an accumulated metric or a weight is NaN or inf.
+
+        One host sync for all of them, so it is meant for log intervals and checkpoints, not every update.
+        """
+        named = {k: v[i] for keys, v in self._info_sums.items() for i, k in enumerate(keys)}
+        named.update({f"{m}.{k}": v for m, mod in self.modules().items() for k, v in mod.state_dict().items()})
+        named["log_alpha"] = self.log_alpha
+        ok = torch.stack([torch.isfinite(v).all() for v in named.values()]).cpu().tolist()
+        bad = [k for k, good in zip(named, ok, strict=True) if not good]
+        if bad:
+            where = f"at env step {self.num_timesteps if step is None else step} (update {self.num_updates})"
+            raise NonFiniteError(f"non-finite values {where} in: {', '.join(bad)}")
+
+    # ---------------------------------------------------------------- files (agents.checkpoint)
+    def save(self, path: str | Path) -> Path:
+        """Weights, optimizer states and metadata in one safetensors file (no pickle), with a digest."""
+        return checkpoint.save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: str | gym.Env | gym.vector.VectorEnv | None = None,
+             device: str = "auto", **overrides: Any) -> SoftActorCritic:
+        """Rebuild an agent from :meth:`save`'s file. Never unpickles; rejects files that do not match."""
+        return checkpoint.load_model(cls, path, env, device, overrides)
+
+    def checkpoint(self, path: str | Path, include_buffer: bool = True) -> Path:
+        """Everything :meth:`restore` needs to continue exactly where this agent is (the model file's
+        content plus RNG states, the env's state, episode accumulators, pending metrics and, with
+        ``include_buffer``, the replay buffer), written atomically."""
+        return checkpoint.write_checkpoint(self, path, include_buffer)
+
+    def restore(self, path: str | Path, changed: Collection[str] = ()) -> SoftActorCritic:
+        """Continue from :meth:`checkpoint`'s file; this agent must have the same hyperparameters
+        except ``changed`` (a counterfactual continuation: ``experiments.research.replay``)."""
+        checkpoint.restore_checkpoint(self, path, changed)
+        return self
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}

@@ -5,7 +5,7 @@ Every measurement runs in a fresh process, one at a time, ours and SB3's alterna
 and noisy, so only same-run ratios mean anything: no figure from a different run is compared.
 
 Sections:
-  throughput  GaussianSAC (defaults, compile=true, and the autograd update) vs SB3 SAC on
+  throughput  GaussianSAC (defaults: the compiled update; and compile=false, eager) vs SB3 SAC on
               Pendulum-v1 at identical settings: env steps/s once
               learning has started, pure updates/s, FLOPs per update (counted by
               torch.utils.flop_counter, not assumed), GFLOP/s against the 256^3 fp32 matmul peak
@@ -40,9 +40,8 @@ SECTIONS = ("throughput", "scaling", "envs", "cartpole")
 # Identical settings for both libraries: SB3 SAC's defaults, written out (sac.py), with ours set to match.
 # Rows of the throughput table: (label, GaussianSAC hyperparameters beyond SAC_SETTINGS).
 THROUGHPUT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "reparl": ("reparl GaussianSAC (defaults: hand-written backward)", {}),
-    "reparl_compiled": ("reparl GaussianSAC, compile=true", {"compile": True}),
-    "reparl_autograd": ("reparl GaussianSAC, manual_backward=false (autograd)", {"manual_backward": False}),
+    "reparl": ("reparl GaussianSAC (defaults: the update compiled)", {}),
+    "reparl_eager": ("reparl GaussianSAC, compile=false (eager)", {"compile": False}),
     "sb3": ("SB3 SAC", {}),
 }
 # Columns of the CartPole race: (label, GumbelSAC hyperparameters). The zoo tuned DQN's CartPole
@@ -146,11 +145,24 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         _sync(device)
         out["updates_per_s"] = int(spec["updates"]) / (time.perf_counter() - t)
         if spec.get("count_flops", True):
-            out["flops_per_update"] = _count_flops(lambda: update(1))
+            out["flops_per_update"] = _count_flops(lambda: update(1)) if spec["lib"] == "sb3" else \
+                _eager_update_flops(spec)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return out
+
+
+def _eager_update_flops(spec: dict[str, Any]) -> int:
+    """FLOPs of one GaussianSAC update, counted on an eager twin of the measured agent: FlopCounterMode
+    would trace a compiled update again, and the compiled graph computes the same maths."""
+    from agents import GaussianSAC
+
+    settings = spec["settings"]
+    twin = GaussianSAC(spec["env_id"], seed=0, device=spec["device"], n_envs=int(spec.get("n_envs", 1)),
+                       **_ours_hp(settings), **{**spec.get("extra", {}), "compile": False})
+    twin.learn(settings["learning_starts"] + 1)
+    return _count_flops(twin.train_step)
 
 
 def _race_hyperparameters(lib: str) -> dict[str, Any]:
@@ -254,13 +266,11 @@ def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: in
             for lib in order if r % 2 == 0 else order[::-1]:
                 spec = {**base, "lib": "sb3" if lib == "sb3" else "reparl", "env_id": "Pendulum-v1",
                         "env_steps": env_steps, "updates": updates, "extra": THROUGHPUT_VARIANTS[lib][1],
-                        # FlopCounterMode would trace the compiled update again: same maths as the eager row
-                        "count_flops": lib != "reparl_compiled"}
+                        "count_flops": True}
                 rows[lib].append(_run("measure", spec))
                 log(f"  throughput round {r + 1}/{rounds} {lib}: {rows[lib][-1]['updates_per_s']:.0f} updates/s")
         result["throughput"] = rows
         med = {lib: {k: _med(rows[lib], k) for k in rows[lib][0]} for lib in rows}
-        med["reparl_compiled"]["flops_per_update"] = med["reparl"]["flops_per_update"]
         peak = _med([r for lib in rows for r in rows[lib]], "peak_gflops")
         sb3 = med["sb3"]
         lines = [f"## Throughput: GaussianSAC vs SB3 SAC, Pendulum-v1, identical settings "

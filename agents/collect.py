@@ -80,11 +80,12 @@ class Collector:
     episode from ``info["final_obs"]``.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, observation_space: spaces.Space, use_masks: bool,
+    def __init__(self, env: gym.vector.VectorEnv, observation_space: spaces.Space, maskable: bool,
                  store_action: Callable[[np.ndarray], np.ndarray]) -> None:
-        """``store_action``: env actions -> the buffer's layout (the head's ``from_env``)."""
-        self.env, self.observation_space, self.use_masks = env, observation_space, use_masks
-        self.store_action = store_action
+        """``maskable``: the action space can take sb3-contrib masks (the env's are then used if it has
+        ``action_masks()``); ``store_action``: env actions -> the buffer's layout (the head's ``from_env``)."""
+        self.env, self.observation_space, self.store_action = env, observation_space, store_action
+        self.use_masks = maskable and vector_env_masks(env) is not None
         autoreset = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         self.next_step_mode = autoreset in (gym.vector.AutoresetMode.NEXT_STEP, "NextStep")
         n = env.num_envs

@@ -218,11 +218,7 @@ class SoftActorCritic:
         if self.buffer is None:
             hp = self.hparams
             shape, dtype = self.head.stored_shape
-            use_masks = self.collector is not None and self.collector.use_masks and \
-                self.collector.env_masks() is not None
-            mask_size = self.head.mask_size if use_masks else None
-            if not use_masks and self.collector is not None:
-                self.collector.use_masks = False
+            mask_size = self.head.mask_size if self.collector is not None and self.collector.use_masks else None
             check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], (self.obs_dim,), shape, mask_size),
                        self.device, f"a replay buffer of {hp['buffer_size']:,} transitions")
             self.buffer = ReplayBuffer(hp["buffer_size"], (self.obs_dim,), shape, dtype, self.device,

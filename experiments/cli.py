@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,compare,bench,study}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,eval,export,sweep,compare,bench,study}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
                        description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
@@ -73,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--agent", help="algorithm, for an SB3 zip outside a run folder (DQN, PPO, A2C, SAC, TD3)")
     e.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="log this evaluation to W&B (default: only with --video, in the run's mode)")
+
+    x = sub.add_parser("export", help="write a run's policy as ONNX, TorchScript or a torch.export program",
+                       description="Export the deterministic policy of a run folder (or a model.safetensors): raw "
+                                   "observation (and action mask) in, the env's action and the logits or mean out, "
+                                   "with the run's observation normalization inside. Checked against predict() by "
+                                   "the tests (onnxruntime, TorchScript).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  %(prog)s runs/gumbel_sac-cartpole-<time>-<id>\n"
+                              "  %(prog)s runs/<run> --format torchscript --out policy.pt")
+    x.add_argument("target", type=Path, metavar="RUN_DIR_OR_MODEL", help="a run folder or a model.safetensors")
+    x.add_argument("--format", dest="fmt", default="onnx", choices=["onnx", "torchscript", "exported-program"])
+    x.add_argument("--out", type=Path, help="artifact path (default: policy.<onnx|pt|pt2> beside the model)")
 
     s = sub.add_parser("sweep", help="run a sweep file's trials (configs x overrides x seeds) on Ray Tune",
                        description="Run every trial of a sweep file (configs/sweeps/*.yaml) as a `train` run in "
@@ -251,6 +264,31 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from agents import AGENTS
+    from agents.checkpoint import read_model_file
+    from agents.export import SUFFIXES, export_policy
+    from envs import load_obs_normalization
+    from experiments.rundir import find_model
+
+    model = find_model(args.target) if args.target.is_dir() else args.target
+    if model.suffix != ".safetensors":
+        raise ConfigError(f"{model}: export takes our agents' model.safetensors (SB3 zips: use SB3's own export)")
+    try:
+        _, meta = read_model_file(model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    name = meta.get("agent")
+    if name not in AGENTS:
+        raise ConfigError(f"{model} holds agent {str(name)[:40]!r}; export knows {', '.join(AGENTS)}")
+    agent = AGENTS[name].load(model, device="cpu")
+    out = args.out or model.with_name("policy" + SUFFIXES[args.fmt])
+    path = export_policy(agent, out, args.fmt, load_obs_normalization(model.parent / "obs_rms.json"))
+    print(f"wrote {path} ({args.fmt}: inputs {'obs, mask' if agent.head.mask_size else 'obs'}; "
+          f"outputs action, {'logits' if agent.head.mask_size else 'mean'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a config error, printed without a traceback)."""
     parser = build_parser()
@@ -271,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         if args.command == "study":
             return _study(args, command)
+        if args.command == "export":
+            return _export(args)
         return _eval(args)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

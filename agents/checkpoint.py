@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from agents.env_state import env_state, jsonify, numpy_state, set_env_state, tuplify
-from agents.spaces import space_from_json, space_to_json
+from agents.spaces import same_spaces, space_from_json, space_to_json
 
 if TYPE_CHECKING:
     from agents.sac import SoftActorCritic
@@ -99,7 +99,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
 
 
 def _safetensors_path(path: str | Path) -> Path:
+    """``path`` with the .safetensors suffix; SB3's .zip (CheckpointCallback's names) becomes .safetensors."""
     path = Path(path)
+    if path.suffix == ".zip":
+        return path.with_suffix(".safetensors")
     return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
 
 
@@ -136,10 +139,7 @@ def load_model(cls: type[SoftActorCritic], path: str | Path, env: Any, device: s
     obs_space, act_space = space_from_json(meta["observation_space"]), space_from_json(meta["action_space"])
     if env is not None:
         agent = cls(env, **hp)
-        for what, mine, theirs in (("observation", agent.observation_space, obs_space),
-                                   ("action", agent.action_space, act_space)):
-            if mine != theirs:
-                raise ValueError(f"{path} was trained with {what} space {theirs}; this env has {mine}")
+        same_spaces(agent, obs_space, act_space, f"{path} was trained with", reverse=True)
     else:
         agent = cls(None, observation_space=obs_space, action_space=act_space, **hp)
     load_state_tensors(agent, tensors, meta, source=str(path))
@@ -178,7 +178,7 @@ def load_state_tensors(agent: SoftActorCritic, tensors: dict[str, Tensor], meta:
 # ------------------------------------------------------------------------------- checkpoints
 def write_checkpoint(agent: SoftActorCritic, path: str | Path, include_buffer: bool = True) -> Path:
     tensors, meta = state_tensors(agent)
-    for i, v in enumerate(agent._info_sums.values()):
+    for i, v in enumerate(agent.metrics.sums.values()):
         tensors[f"info.{i}"] = v
     if include_buffer and agent.buffer is not None:
         tensors.update({f"buffer.{k}": v for k, v in agent.buffer.state_dict().items()})
@@ -188,7 +188,7 @@ def write_checkpoint(agent: SoftActorCritic, path: str | Path, include_buffer: b
             tensors[f"rng.cuda.{i}"] = st
     c = agent.collector
     resume: dict[str, Any] = {
-        "info_groups": [[list(keys), n] for keys, n in agent._info_counts.items()],
+        "info_groups": [[list(keys), n] for keys, n in agent.metrics.counts.items()],
         "num_episodes": c.num_episodes if c is not None else 0,
         "episode_returns": list(c.episode_returns) if c is not None else [],
         "episode_lengths": list(c.episode_lengths) if c is not None else [],
@@ -222,8 +222,8 @@ def restore_checkpoint(agent: SoftActorCritic, path: str | Path, changed: Collec
             agent.optimizers()[name].param_groups[0]["lr"] = lr
     resume = meta["checkpoint"]
     groups = [tuple(keys) for keys, _ in resume["info_groups"]]
-    agent._info_sums = {keys: tensors[f"info.{i}"].to(agent.device) for i, keys in enumerate(groups)}
-    agent._info_counts = {keys: int(n) for keys, (_, n) in zip(groups, resume["info_groups"], strict=True)}
+    agent.metrics.sums = {keys: tensors[f"info.{i}"].to(agent.device) for i, keys in enumerate(groups)}
+    agent.metrics.counts = {keys: int(n) for keys, (_, n) in zip(groups, resume["info_groups"], strict=True)}
     if "buffer.pos_size" in tensors:
         agent._ensure_buffer().load_state_dict({k[len("buffer."):]: v for k, v in tensors.items()
                                                 if k.startswith("buffer.")})

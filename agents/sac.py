@@ -25,10 +25,12 @@ from torch import Tensor, nn
 
 from agents import checkpoint
 from agents.buffer import ReplayBuffer, check_fits
+from agents.callbacks import Callback, as_callback
 from agents.collect import Collector, NonFiniteError, as_vector_env
 from agents.hyperparameters import BEHAVIOUR_BEFORE, DEFAULTS, check_shared
+from agents.metrics import UpdateMetrics
 from agents.networks import CriticEnsemble
-from agents.spaces import batch_of, obs_dim, obs_tensor, resolve_device
+from agents.spaces import batch_of, obs_dim, obs_tensor, resolve_device, same_spaces, warn_threads_once
 from agents.update import UpdateSettings, compile_update, sac_update, train_state
 
 __all__ = ["NonFiniteError", "SoftActorCritic"]
@@ -102,6 +104,7 @@ class SoftActorCritic:
         self.hparams = hp
         self.validate_hyperparameters(hp)
         self.device = resolve_device(hp["device"])
+        warn_threads_once(self.device)
         if hp["seed"] is not None:
             random.seed(hp["seed"])
             np.random.seed(hp["seed"])
@@ -145,8 +148,7 @@ class SoftActorCritic:
         self.buffer: ReplayBuffer | None = None
         self.collector = Collector(self.env, observation_space, self.head.mask_size is not None,
                                    self.head.from_env) if self.env is not None else None
-        self._info_sums: dict[tuple[str, ...], Tensor] = {}  # metric sums per set of metric names
-        self._info_counts: dict[tuple[str, ...], int] = {}
+        self.metrics = UpdateMetrics()
         self._state = None  # the update's aliases of the parameters and optimizer state, built at the first update
         self._update: Callable[..., Any] | None = None
 
@@ -231,11 +233,13 @@ class SoftActorCritic:
             mt = torch.as_tensor(masks, device=self.device) if masks is not None else None
             return self.head.to_env(self._act(obs_tensor(self.observation_space, obs, self.device), False, mt))
 
-    def learn(self, total_timesteps: int, callback: Callable[[SoftActorCritic], bool | None] | None = None,
-              progress_bar: bool = False, reset_num_timesteps: bool = False) -> SoftActorCritic:
+    def learn(self, total_timesteps: int, callback: Callback = None, progress_bar: bool = False,
+              reset_num_timesteps: bool = False) -> SoftActorCritic:
         """Collect ``total_timesteps`` env steps (summed over env copies), updating as it goes.
 
-        ``callback(agent)`` runs after every vector step; returning ``False`` stops learning.
+        ``callback``: a function ``callback(agent)`` run after every vector step (returning ``False``
+        stops learning), an SB3 ``BaseCallback`` (e.g. ``CheckpointCallback``, ``EvalCallback``), or a
+        list of these (:mod:`agents.callbacks`).
         """
         if self.env is None:
             raise RuntimeError("this agent has no env; pass one to the constructor or to load(path, env=...)")
@@ -255,11 +259,14 @@ class SoftActorCritic:
         collector.masks = collector.env_masks()
         n_envs, end = self.env.num_envs, self.num_timesteps + total_timesteps
         label = self.env_id or type(self.env).__name__
+        callback = as_callback(callback, self)
         bar = None
         if progress_bar:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total_timesteps, unit="step", dynamic_ncols=True)
+        if callback is not None:
+            callback.on_training_start(locals(), globals())
         try:
             while self.num_timesteps < end:
                 warm = self.num_timesteps < hp["learning_starts"]
@@ -276,12 +283,42 @@ class SoftActorCritic:
                     bar.update(n_envs)
                     if collector.episode_returns and steps_per_env % 100 == 0:
                         bar.set_postfix(ep_return=f"{collector.episode_returns[-1]:.1f}", refresh=False)
-                if callback is not None and callback(self) is False:
-                    break
+                if callback is not None:
+                    callback.update_locals(locals())
+                    if not callback.on_step():
+                        break
         finally:
             if bar is not None:
                 bar.close()
+        if callback is not None:
+            callback.on_training_end()
         return self
+
+    # ---------------------------------------------------------------- what SB3's callbacks read of a model
+    def get_env(self) -> gym.vector.VectorEnv | None:
+        return self.env
+
+    def set_env(self, env: str | gym.Env | gym.vector.VectorEnv) -> None:
+        """Learn on another env with the same spaces (SB3's ``set_env``); its episodes start afresh."""
+        venv = as_vector_env(env, self.hparams["n_envs"])
+        same_spaces(self, venv.single_observation_space, venv.single_action_space, "this agent was built for")
+        if self.buffer is not None and venv.num_envs != self.env.num_envs and self.hparams["n_step"] > 1:
+            raise ValueError(f"n_step={self.hparams['n_step']} follows each env copy's transitions in the buffer; "
+                             f"keep {self.env.num_envs} copies")
+        self.env, self.env_id = venv, env if isinstance(env, str) else self.env_id
+        self.collector = Collector(venv, self.observation_space, self.head.mask_size is not None, self.head.from_env)
+
+    def get_vec_normalize_env(self) -> None:
+        return None
+
+    @property
+    def logger(self) -> Any:
+        """An SB3 ``Logger`` for SB3 callbacks (``EvalCallback`` records to it); silent unless configured."""
+        if getattr(self, "_logger", None) is None:
+            from stable_baselines3.common.logger import configure
+
+            self._logger = configure(None, [])
+        return self._logger
 
     # SB3's episode statistics (its ep_info_buffer), from the collector
     @property
@@ -313,7 +350,7 @@ class SoftActorCritic:
             self.buffer.update_priorities(batch.indices, td_error)
         info.update(diagnostics)
         self.num_updates += 1
-        self._accumulate(info)
+        self.metrics.add(info)
         return info
 
     def update_settings(self) -> UpdateSettings:
@@ -345,34 +382,16 @@ class SoftActorCritic:
             with torch.no_grad():
                 self.log_alpha.fill_(math.log(scale / self.head.max_entropy))
 
-    def _accumulate(self, info: dict[str, Tensor]) -> None:
-        # One stack and one add per update, keyed by the set of metric names (diagnostics appear
-        # only every N updates), instead of an add per metric.
-        keys = tuple(info)
-        values = torch.stack([v.detach().float().reshape(()) for v in info.values()])
-        if keys in self._info_sums:
-            self._info_sums[keys] += values
-            self._info_counts[keys] += 1
-        else:
-            self._info_sums[keys], self._info_counts[keys] = values, 1
-
     def pop_train_info(self) -> dict[str, float]:
         """Means of the update metrics since the last call (one host sync), then reset."""
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for keys, values in self._info_sums.items():
-            for k, v in zip(keys, values.cpu().tolist(), strict=True):
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + self._info_counts[keys]
-        self._info_sums, self._info_counts = {}, {}
-        return {k: sums[k] / counts[k] for k in sums}
+        return self.metrics.pop()
 
     def check_finite(self, step: int | None = None) -> None:
         """Raise :class:`NonFiniteError` if an accumulated metric or a weight is NaN or inf.
 
         One host sync for all of them, so it is meant for log intervals and checkpoints, not every update.
         """
-        named = {k: v[i] for keys, v in self._info_sums.items() for i, k in enumerate(keys)}
+        named = self.metrics.named()
         named.update({f"{m}.{k}": v for m, mod in self.modules().items() for k, v in mod.state_dict().items()})
         named["log_alpha"] = self.log_alpha
         ok = torch.stack([torch.isfinite(v).all() for v in named.values()]).cpu().tolist()

@@ -1,7 +1,9 @@
-"""Spaces: what the networks see of an observation, and the spaces as plain JSON for model files."""
+"""Spaces and devices: what the networks see of an observation, the spaces as plain JSON for model files,
+the torch device and its CPU threads."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,16 @@ def batch_of(space: spaces.Space, obs: np.ndarray) -> tuple[np.ndarray, bool]:
     return (obs[None] if single else obs), single
 
 
+def same_spaces(agent: Any, observation_space: spaces.Space, action_space: spaces.Space, who: str,
+                reverse: bool = False) -> None:
+    """Refuse an env whose spaces are not the agent's: ``{who} {what} space X; this env has Y``."""
+    for what, mine, theirs in (("observation", agent.observation_space, observation_space),
+                               ("action", agent.action_space, action_space)):
+        if mine != theirs:
+            first, other = (theirs, mine) if reverse else (mine, theirs)
+            raise ValueError(f"{who} {what} space {first}; this env has {other}")
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,3 +90,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch sees no CUDA device; use device='cpu' or 'auto'")
     return device
+
+
+_THREADS_WARNED = False
+
+
+def warn_threads_once(device: torch.device) -> None:
+    """Say once per process how many CPU threads torch will use: the runner sets one
+    (``train.torch_threads: 1``), which for these network sizes on a shared machine was up to 8x faster
+    than torch's default of one per core; a Python user otherwise never hears of the choice."""
+    global _THREADS_WARNED
+    if device.type == "cpu" and torch.get_num_threads() > 1 and not _THREADS_WARNED:
+        _THREADS_WARNED = True
+        warnings.warn(f"torch uses {torch.get_num_threads()} CPU threads (one per core). On a machine shared with "
+                      "other jobs, torch.set_num_threads(1) is often much faster for networks of this size; "
+                      "`run.py train` uses 1 (train.torch_threads). Compare with `run.py bench --threads N`.",
+                      UserWarning, stacklevel=3)

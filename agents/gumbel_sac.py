@@ -21,6 +21,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
+from agents.buffer import Batch
 from agents.distributions import ESTIMATORS
 from agents.heads import CRITIC_FORMS, GumbelHead, pairwise_q
 from agents.networks import CategoricalPolicy
@@ -65,9 +66,9 @@ class GumbelSAC(SoftActorCritic):
         temperature_rate: exponential decay rate per env step.
         temperature_anneal_steps: env steps of the linear schedule.
         gumbel_rao_k: conditional Gumbel draws averaged by ``"gumbel-rao"``.
-        diagnostic_interval: every this many actor updates, log ``grad/estimator_cosine``, the cosine
-            between the actor's gradient and the exact-expectation gradient on the same batch
-            (wherever ``"exact"`` is possible; 0 turns it off).
+        diagnostic_interval: as :class:`agents.sac.SoftActorCritic`'s, plus ``grad/estimator_cosine``, the
+            cosine between the actor's gradient and the exact-expectation gradient on the same batch
+            (wherever ``"exact"`` is possible).
         critic: ``"heads"``, ``"joint"``, ``"pairwise"`` (MultiDiscrete only), or ``"auto"`` (heads
             for Discrete, joint for MultiDiscrete). See :class:`agents.heads.GumbelHead`.
         pairwise_rank: R of the pairwise critic's interaction matrices V_f V_g^T. A pair's interaction
@@ -97,7 +98,7 @@ class GumbelSAC(SoftActorCritic):
         # the cheapest. Temperature 0.5 against 1.0: every CI overlapping, so 1.0 stays.
         "estimator": "st", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
         "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8, "critic": "auto",
-        "target_entropy_scale": 0.5, "diagnostic_interval": 1000,
+        "target_entropy_scale": 0.5,
         # R of the pairwise critic (sum(nvec) * (1 + R) outputs per critic). A pair of 4-choice
         # factors has rank <= 3 beyond its additive part, so 16 holds five such pairs in disjoint
         # blocks; Combinatorial-v0's ring of eight is exact at 24, which its pairwise config sets.
@@ -120,7 +121,7 @@ class GumbelSAC(SoftActorCritic):
                              f"got temperature={hp['temperature']}, temperature_min={hp['temperature_min']}")
         if hp["critic"] not in CRITIC_CHOICES:
             raise ValueError(f"critic={hp['critic']!r} is not one of {CRITIC_CHOICES}")
-        for key, low in (("pairwise_rank", 1), ("gumbel_rao_k", 1), ("diagnostic_interval", 0)):
+        for key, low in (("pairwise_rank", 1), ("gumbel_rao_k", 1)):
             if int(hp[key]) < low:
                 raise ValueError(f"{key} must be >= {low}; got {hp[key]}")
         if not 0 <= hp["target_entropy_scale"] <= 1:
@@ -149,14 +150,13 @@ class GumbelSAC(SoftActorCritic):
         """The policy at ``obs`` (a :class:`agents.distributions.GumbelSoftmax`)."""
         return self.head.distribution(self.policy(obs), masks, self.current_temperature())
 
-    def _diagnostics(self, obs: Tensor, masks: Tensor | None) -> dict[str, Tensor]:
-        """``grad/estimator_cosine`` every ``diagnostic_interval`` actor updates (see the class docstring)."""
-        interval, delay = int(self.hparams["diagnostic_interval"]), self.hparams["policy_delay"]
-        actor_updates = -(-self.num_updates // delay)
-        if interval == 0 or actor_updates % interval or not self.head.has_exact or self.head.estimator == "exact":
-            return {}
-        return {"grad/estimator_cosine": estimator_cosine(self.policy, self.critic, self.head, self._state, obs,
-                                                          masks, self._temperature())}
+    def _diagnostics(self, batch: Batch) -> dict[str, Tensor]:
+        """The shared diagnostics, and ``grad/estimator_cosine`` where the exact gradient exists."""
+        info = super()._diagnostics(batch)
+        if info and self.head.has_exact and self.head.estimator != "exact":
+            info["grad/estimator_cosine"] = estimator_cosine(self.policy, self.critic, self.head, self._state,
+                                                             batch.obs, batch.masks, self._temperature())
+        return info
 
     def _extra_state(self) -> dict[str, Any]:
         return {"gumbel_temperature": self.current_temperature()}

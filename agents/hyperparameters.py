@@ -10,6 +10,7 @@ DEFAULTS: dict[str, Any] = {
     "train_freq": 1, "gradient_steps": 1, "policy_delay": 1, "net_arch": [256, 256], "n_critics": 2,
     "critic_layer_norm": False, "alpha": 1.0, "learn_alpha": True, "target_entropy": None,
     "backup_entropy": True, "prioritized_replay": 0.0, "priority_beta": 0.4, "relu_subgradient": 0.0,
+    "diagnostic_interval": 1000,
     # The whole update compiled: 2.1x SB3 SAC's updates/s where its eager form gives 0.84x
     # (benchmarks/archive/update_paths.md).
     "compile": True,
@@ -59,6 +60,8 @@ def check_shared(hp: dict[str, Any]) -> None:
         "priority_beta": (is_number(hp["priority_beta"]) and 0 <= hp["priority_beta"] <= 1,
                           "a number in [0, 1]: 1 corrects prioritized sampling fully"),
         "relu_subgradient": (0 <= hp["relu_subgradient"] <= 1, "in [0, 1]"),
+        "diagnostic_interval": (is_int(hp["diagnostic_interval"]) and hp["diagnostic_interval"] >= 0,
+                                "an integer >= 0 (0 turns the diagnostics off)"),
         "n_envs": (hp["n_envs"] >= 1, ">= 1"),
         "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
     }

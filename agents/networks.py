@@ -11,7 +11,7 @@ autograd, ``torch.func`` transforms, ``torch.compile``, TorchScript and ONNX exp
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -154,3 +154,29 @@ class GaussianPolicy(nn.Module):
         mean, raw = self.net(obs).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1)
         return mean, log_std
+
+
+@torch.no_grad()
+def dormant_fraction(module: nn.Module, run: Callable[[], object], tau: float = 0.0) -> Tensor:
+    """Fraction of ``module``'s hidden ReLU units that are tau-dormant while ``run()`` calls it (Sokar et
+    al. 2023, "The Dormant Neuron Phenomenon in Deep RL"): unit i's score is its mean |activation| over
+    the batch divided by the mean of that over its layer, dormant if the score is <= tau. tau = 0 counts
+    units that output exactly 0 on every input of the batch: with the subgradient c = 0 at 0 (the default),
+    such a unit gets no gradient from these inputs and cannot come back by itself. Ensemble layers count
+    each member's units. One forward pass; a device tensor (no sync)."""
+    dormant: list[Tensor] = []
+    total: list[int] = []
+
+    def hook(_: nn.Module, __: tuple[Tensor, ...], out: Tensor) -> None:
+        score = out.abs().mean(-2)  # (..., width): mean over the batch
+        score = score / score.mean(-1, keepdim=True).clamp_min(torch.finfo(score.dtype).tiny)
+        dormant.append((score <= tau).sum())
+        total.append(score.numel())
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, ReLU)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(dormant).sum() / sum(total)

@@ -24,12 +24,12 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from agents import checkpoint
-from agents.buffer import ReplayBuffer, check_fits
+from agents.buffer import Batch, ReplayBuffer, check_fits
 from agents.callbacks import Callback, as_callback
 from agents.collect import Collector, NonFiniteError, as_vector_env
 from agents.hyperparameters import BEHAVIOUR_BEFORE, DEFAULTS, check_shared
 from agents.metrics import UpdateMetrics
-from agents.networks import CriticEnsemble
+from agents.networks import CriticEnsemble, dormant_fraction
 from agents.spaces import batch_of, obs_dim, obs_tensor, resolve_device, same_spaces, warn_threads_once
 from agents.update import UpdateSettings, compile_update, sac_update, train_state
 
@@ -79,6 +79,9 @@ class SoftActorCritic:
             weights (Schaul et al. 2016, proportional; Rainbow's 0.5).
         priority_beta: exponent of those importance weights (1 corrects the sampling fully).
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
+        diagnostic_interval: every this many actor updates, log network health on the update's batch:
+            ``net/policy_dormant`` and ``net/critic_dormant`` (GumbelSAC adds ``grad/estimator_cosine``);
+            one extra forward pass each. 0 turns them off.
         compile: run the update through ``torch.compile`` (one graph: losses, backward, Adam,
             Polyak). The first update waits for the compilation (~20-60 s on a CPU); a machine
             without a C++ compiler warns and stays eager. ``False`` is the eager update, for debugging.
@@ -163,9 +166,15 @@ class SoftActorCritic:
         """The Gumbel-Softmax temperature the update passes to the head (as data, not a constant)."""
         return torch.ones((), device=self.device)
 
-    def _diagnostics(self, obs: Tensor, masks: Tensor | None) -> dict[str, Tensor]:
-        """Extra metrics at this update, on its batch (GumbelSAC's estimator cosine)."""
-        return {}
+    def _diagnostics(self, batch: Batch) -> dict[str, Tensor]:
+        """Network health every ``diagnostic_interval`` actor updates, on the update's batch: the
+        fraction of dormant ReLU units of the policy and of the critics (:func:`dormant_fraction`)."""
+        interval = int(self.hparams["diagnostic_interval"])
+        if interval == 0 or -(-self.num_updates // self.hparams["policy_delay"]) % interval:
+            return {}
+        return {"net/policy_dormant": dormant_fraction(self.policy, lambda: self.policy(batch.obs)),
+                "net/critic_dormant": dormant_fraction(
+                    self.critic, lambda: self.head.critic_values(self.critic, batch.obs, batch.actions))}
 
     # ---------------------------------------------------------------- construction helpers
     @classmethod
@@ -344,7 +353,7 @@ class SoftActorCritic:
             self._update = self._make_update()
         batch = self.buffer.sample(hp["batch_size"], n_step=hp["n_step"], gamma=hp["gamma"])
         actor_turn = self.num_updates % hp["policy_delay"] == 0
-        diagnostics = self._diagnostics(batch.obs, batch.masks) if actor_turn else {}
+        diagnostics = self._diagnostics(batch) if actor_turn else {}
         info, td_error = self._update(self._state, batch, self._temperature(), actor_turn)
         if batch.indices is not None:
             self.buffer.update_priorities(batch.indices, td_error)

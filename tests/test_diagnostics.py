@@ -6,7 +6,7 @@ import pytest
 import torch
 from envs_for_tests import MultiDiscreteTarget
 
-from agents import GumbelSAC, losses
+from agents import GaussianSAC, GumbelSAC, losses
 from agents.update import estimator_cosine
 
 SMALL = {"net_arch": [16, 16], "batch_size": 32, "learning_starts": 40, "buffer_size": 1_000, "seed": 0,
@@ -90,3 +90,30 @@ def test_joint_critic_exact_expectation_enumerates_joint_actions_and_feeds_the_d
         expected += dist.log_prob(act).exp() * agent.head.critic_values(agent.critic, obs, act).min(0).values
     assert torch.allclose(agent.head.expected_q(agent.critic, obs, dist), expected.detach(), atol=1e-5)
     assert "grad/estimator_cosine" in agent.train_step()
+
+
+def test_dormant_fraction_counts_units_silent_on_the_whole_batch() -> None:
+    """Two of four hidden units get a bias no input of the batch overcomes: 2/4 at tau 0. In a critic
+    ensemble every member's units count: three of member 0's four silenced, none of member 1's: 3/8."""
+    from agents.networks import CriticEnsemble, dormant_fraction, mlp
+
+    net = mlp(3, [4], 2)
+    with torch.no_grad():
+        net[0].weight.abs_()  # positive inputs, weights and bias: a live unit
+        net[0].bias[:2] = -100.0
+        net[0].bias[2:] = 1.0
+    x = torch.rand(64, 3)
+    assert dormant_fraction(net, lambda: net(x)).item() == pytest.approx(0.5)
+    ens = CriticEnsemble(2, 3, [4], 1)
+    with torch.no_grad():
+        ens.layers[0].bias[0, 0, :3] = -100.0
+        ens.layers[0].bias[1, 0, :] = 1.0  # positive inputs and bias: every unit of member 1 is live
+        ens.layers[0].weight[1] = ens.layers[0].weight[1].abs()
+    assert dormant_fraction(ens, lambda: ens(x)).item() == pytest.approx(3 / 8)
+
+
+def test_dormant_fractions_are_logged_at_the_diagnostic_interval() -> None:
+    for cls, env in ((GumbelSAC, "CartPole-v1"), (GaussianSAC, "Pendulum-v1")):
+        agent = cls(env, **{**SMALL, "diagnostic_interval": 3, "policy_delay": 1}).learn(60)
+        info = agent.pop_train_info()
+        assert 0.0 <= info["net/policy_dormant"] <= 1.0 and 0.0 <= info["net/critic_dormant"] <= 1.0

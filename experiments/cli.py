@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,export,sweep,compare,bench,study}")
+                                metavar="{train,eval,export,dashboard,sweep,compare,bench,study}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
                        description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
@@ -86,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("target", type=Path, metavar="RUN_DIR_OR_MODEL", help="a run folder or a model.safetensors")
     x.add_argument("--format", dest="fmt", default="onnx", choices=["onnx", "torchscript", "exported-program"])
     x.add_argument("--out", type=Path, help="artifact path (default: policy.<onnx|pt|pt2> beside the model)")
+
+    d = sub.add_parser("dashboard", help="build the W&B workspace of reparl's standard panels (--dry-run: its spec)",
+                       description="Save a W&B workspace for ENTITY/PROJECT with reparl's panels: learning curves "
+                                   "grouped by config (seeds as a band), the SAC diagnostics (alpha, entropy, critic "
+                                   "loss, Q against target, gradient norms), the Gumbel estimator's cosine, "
+                                   "throughput and dormant ReLU units. Needs W&B online access unless --dry-run.")
+    d.add_argument("--entity", required=True, help="W&B entity (user or team)")
+    d.add_argument("--project", required=True, help="W&B project (the config's wandb.project)")
+    d.add_argument("--name", default="reparl", help="workspace name (default: reparl)")
+    d.add_argument("--dry-run", action="store_true", help="write the workspace spec as JSON; send nothing")
+    d.add_argument("--out", type=Path, help="with --dry-run: write the spec here instead of printing it")
 
     s = sub.add_parser("sweep", help="run a sweep file's trials (configs x overrides x seeds) on Ray Tune",
                        description="Run every trial of a sweep file (configs/sweeps/*.yaml) as a `train` run in "
@@ -311,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             return _study(args, command)
         if args.command == "export":
             return _export(args)
+        if args.command == "dashboard":
+            from experiments.dashboard import run_dashboard
+
+            print(run_dashboard(args.entity, args.project, args.name, args.dry_run, args.out))
+            return 0
         return _eval(args)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

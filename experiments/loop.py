@@ -8,6 +8,7 @@ a couple of integer comparisons unless a boundary was crossed, so the hot loop p
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,6 +44,10 @@ def evaluate_at(cfg: Config, model: Any, eval_env: gym.vector.VectorEnv, step: i
                     seed=EVAL_SEED + step)
 
 
+PLAIN_EVERY_S = 30.0
+"""Seconds between plain progress lines when there is no progress bar (output not a terminal)."""
+
+
 class RunLoop:
     """Progress bar, evaluation every ``eval_freq`` and checkpoints every ``checkpoint_freq`` env steps."""
 
@@ -62,11 +67,16 @@ class RunLoop:
         self.paused_s = 0.0  # time in evaluation and checkpoints, kept out of steps/s
         self.steps = start_step
         self.bar = None
-        if progress_bar:
+        self.started, self.start_step = time.monotonic(), start_step
+        self.next_line = self.started + PLAIN_EVERY_S
+        print(f"{cfg.agent.name} on {cfg.env.id}, {t.total_timesteps:,} env steps: run folder {run_dir}", flush=True)
+        # A bar only on a terminal: redirected to a file, tqdm's carriage returns become thousands of lines.
+        if progress_bar and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=t.total_timesteps, initial=start_step, unit="step", dynamic_ncols=True,
                             desc=f"{cfg.agent.name} {cfg.env.id}")
+        self.plain = self.bar is None
 
     def on_step(self, num_timesteps: int, ep_return: float | None) -> None:
         if self.bar is not None:
@@ -77,6 +87,8 @@ class RunLoop:
                     post["eval"] = f"{self.last_eval.mean:.1f}"
                 self.bar.set_postfix(post, refresh=False)
         self.steps = num_timesteps
+        if self.plain and time.monotonic() >= self.next_line:
+            self.print_line(num_timesteps, ep_return)
         if self.next_eval is not None and num_timesteps >= self.next_eval:
             self.evaluate(num_timesteps)
             while self.next_eval <= num_timesteps:
@@ -85,6 +97,21 @@ class RunLoop:
             self.checkpoint(num_timesteps)
             while self.next_ckpt <= num_timesteps:
                 self.next_ckpt += self.cfg.train.checkpoint_freq
+
+    def print_line(self, step: int, ep_return: float | None) -> None:
+        """One plain progress line (logs, CI, pipes): where the run is, how fast, how it does."""
+        now = time.monotonic()
+        self.next_line = now + PLAIN_EVERY_S
+        total = self.cfg.train.total_timesteps
+        rate = (step - self.start_step) / max(now - self.started, 1e-9)
+        parts = [f"step {step:,}/{total:,} ({100 * step / total:.0f}%)", f"{rate:.0f} steps/s"]
+        if rate > 0:
+            parts.append(f"eta {(total - step) / rate / 60:.1f} min")
+        if ep_return is not None:
+            parts.append(f"ep_return {ep_return:.1f}")
+        if self.last_eval is not None:
+            parts.append(f"eval {self.last_eval.mean:.1f} at {self.last_eval_step:,}")
+        print(" | ".join(parts), flush=True)
 
     def checkpoint(self, step: int) -> Path:
         t0 = time.perf_counter()
@@ -102,6 +129,9 @@ class RunLoop:
         self.last_eval, self.last_eval_step = result, step
         if self.bar is not None:
             self.bar.set_postfix(eval=f"{result.mean:.1f}", refresh=False)
+        else:
+            print(f"eval at step {step:,}: {result.mean:.2f} +- {result.returns.std():.2f} "
+                  f"({len(result.returns)} episodes)", flush=True)
         self.paused_s += time.perf_counter() - t0
         if self.on_eval is not None:
             self.on_eval(step, result)

@@ -56,12 +56,45 @@ def test_train_writes_the_run_folder(gumbel_run: tuple[Path, subprocess.Complete
     git = (run_dir / "git.txt").read_text()
     assert re.search(r"revision: [0-9a-f]{40}", git) and re.search(r"dirty: (true|false)", git)
     assert (run_dir / "seed.txt").read_text().strip() == "3"
+    # Output a log can hold: the run folder named first, plain eval lines, no progress-bar carriage returns.
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("GumbelSAC on CartPole-v1, 600 env steps: run folder") and str(run_dir) in first
+    assert "eval at step 300:" in proc.stdout and "\r" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_300.safetensors",
                                                                             "step_600.safetensors"]
     agent = GumbelSAC.load(run_dir / "model.safetensors")
     assert agent.num_timesteps == 600 and agent.hparams["net_arch"] == [32, 32]
     assert f"run folder: {run_dir}" in proc.stdout and "wandb sync " in proc.stdout
-    assert "step/s" in proc.stderr and "ep_return=" in proc.stderr  # the progress bar
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal (a real pseudo-terminal as stderr) the progress bar shows; elsewhere plain lines."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
+    proc = subprocess.Popen([sys.executable, "run.py", "train", "configs/gumbel_sac/cartpole.yaml", "--run-dir",
+                             str(tmp_path), "--wandb", "disabled", "--set", *TINY, "train.total_timesteps=300",
+                             "train.eval_freq=0", "agent.compile=false"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "step/s" in shown and "300/300" in shown  # tqdm's bar
 
 
 def test_metrics_jsonl_namespaces_and_steps(gumbel_run: tuple[Path, subprocess.CompletedProcess]) -> None:

@@ -51,6 +51,9 @@ def write_safetensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, An
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata={"reparl": json.dumps(meta)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; a model file is as readable as the run's others
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         tmp.replace(path)

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
     c.add_argument("--metric", default="eval/mean_return", help="metric to plot and tabulate")
     c.add_argument("--out", type=Path, help="PNG path; the table goes beside it as .md and .json "
-                                            "(default: compare.png in the first folder given)")
+                                            "(default: compare-<time>.png in the first folder given, so a "
+                                            "later compare does not overwrite it)")
     c.add_argument("--threshold", nargs="+", default=[], metavar="X|ENV_ID=X",
                    help="threshold for 'steps to threshold', for every env or per env "
                         "(default: gymnasium's reward_threshold of each env)")
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for every env or per env (CartPole-v1=20000 Acrobot-v1=30000)")
     c.add_argument("--floor", nargs="+", default=[], metavar="X|ENV_ID=X",
                    help="also count the seeds whose metric fell below X after first reaching the threshold, "
-                        "for every env or per env (CartPole-v1=400: issue 6's 'never below 400 after 475')")
+                        "for every env or per env (CartPole-v1=400: 'never below 400 after first reaching 475')")
 
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
@@ -157,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "expectation on enumerable problems (random quadratics, a MultiDiscrete quadratic, "
                                    "a briefly trained CartPole critic): bias, variance, cosine, cost per call. Writes "
                                    "gradient_study.{md,json,png}. Definitions: experiments/research/study.py.")
-    s.add_argument("--out-dir", type=Path, default=Path("benchmarks"), help="where to write (default: benchmarks)")
+    s.add_argument("--out-dir", type=Path, default=None,
+                   help="where to write (default: runs/study-<time>; benchmarks/ holds the published study)")
     s.add_argument("--quick", action="store_true", help="a seconds-long version (fewer sizes, draws, steps)")
     s.add_argument("--draws", type=int, help="gradient draws per row (default 1000; quick 100)")
     s.add_argument("--seed", type=int, default=0)
@@ -175,13 +177,15 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    import time
+
     from experiments.compare import compare, is_run_dir, markdown_table, parse_per_env, parse_thresholds, parse_until
 
     every, per_env = parse_thresholds(args.threshold)
     until, until_per_env = parse_until(args.until)
     floor, floors = parse_per_env(args.floor, "--floor", float)
     first = args.paths[0]
-    out = args.out or (first.parent if is_run_dir(first) else first) / "compare.png"
+    out = args.out or (first.parent if is_run_dir(first) else first) / time.strftime("compare-%Y%m%d-%H%M%S.png")
     rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, until, until_per_env, floor, floors)
     print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
     return 0
@@ -212,6 +216,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace, command: list[str]) -> int:
     import dataclasses
+    import time
 
     import torch
 
@@ -226,7 +231,8 @@ def _study(args: argparse.Namespace, command: list[str]) -> int:
     finally:
         torch.set_num_threads(threads)
     line = " ".join(["python run.py", *command[command.index("study"):]])
-    for path in write_results(rows, settings, args.out_dir, line, png=not args.no_plot):
+    out_dir = args.out_dir or Path("runs") / time.strftime("study-%Y%m%d-%H%M%S")
+    for path in write_results(rows, settings, out_dir, line, png=not args.no_plot):
         print(f"wrote {path}")
     return 0
 

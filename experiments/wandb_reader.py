@@ -137,15 +137,33 @@ def wait_until_complete(path: str | Path, timeout_s: float = 60.0, poll_s: float
         time.sleep(poll_s)
 
 
-def find_datastore(path: str | Path) -> Path:
-    """A ``.wandb`` file, an ``offline-run-*`` dir, a ``wandb`` dir or a run folder -> the ``.wandb`` file."""
+def find_datastore(path: str | Path, job_type: str | None = "train") -> Path:
+    """A ``.wandb`` file, an ``offline-run-*`` dir, a ``wandb`` dir or a run folder -> the ``.wandb`` file.
+
+    A run folder can hold more than one: ``eval --video`` logs its evaluation as a run of job type
+    "eval" beside the training run. Among several, the one of ``job_type`` is taken."""
     path = Path(path)
     if path.is_file():
         return path
     found = sorted(path.rglob("run-*.wandb"))
+    if len(found) > 1 and job_type is not None:
+        found = [f for f in found if _job_type(f) == job_type]
     if len(found) != 1:
-        raise FileNotFoundError(f"expected exactly one run-*.wandb under {path}; found {len(found)}: {found}")
+        raise FileNotFoundError(f"expected exactly one run-*.wandb{f' of job type {job_type}' if job_type else ''} "
+                                f"under {path}; found {len(found)}: {found}")
     return found[0]
+
+
+def _job_type(datastore: Path) -> str | None:
+    """The job type in a datastore's run record (the first records of the file)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    for payload in iter_payloads(datastore):
+        rec = pb.Record()
+        rec.ParseFromString(payload)
+        if rec.WhichOneof("record_type") == "run":
+            return rec.run.job_type
+    return None
 
 
 def read_run(path: str | Path) -> OfflineRun:

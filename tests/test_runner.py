@@ -145,6 +145,9 @@ def test_eval_prints_returns_and_writes_videos(gumbel_run: tuple[Path, subproces
     assert [str(v) for v in videos] == sorted(report["videos"])
     (eval_store,) = [p for p in (run_dir / "wandb").rglob("run-*.wandb") if read_run(p).job_type == "eval"]
     logged = read_run(eval_store)
+    assert read_run(run_dir).job_type == "train"  # the run folder still reads as its training run
+    mode = lambda name: (run_dir / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("model.safetensors") == mode("config.yaml")  # not safetensors' 0600
     assert any(h.get("eval/video", {}).get("_type") == "video-file" for h in logged.history)
 
 

@@ -13,7 +13,8 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from agents.env_state import env_state, jsonify, numpy_state, set_env_state, tuplify
+from agents.header import HeaderError, check_header, short
 from agents.spaces import same_spaces, space_from_json, space_to_json
 
 if TYPE_CHECKING:
@@ -82,15 +84,17 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         raise ValueError(f"{path} is a safetensors file without reparl metadata")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: reparl metadata is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        raise ValueError(f"{path}: reparl metadata is not valid JSON: {str(e)[:100]}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise ValueError(f"{path}: format {str(found)[:40]!r}, expected {FORMAT!r} (files of reparl/1 predate "
+        raise ValueError(f"{path}: format {short(found)}, expected {FORMAT!r} (files of reparl/1 predate "
                          "the digest over their header; train again or convert with that version)")
     if meta.get("sha256") != digest(tensors, meta):
         raise ValueError(f"{path} is corrupt: its header or tensors do not match the SHA-256 recorded when it "
                          "was written")
+    # After the digest (a damaged file is reported as damaged), before anything is built from the header.
+    check_header(meta, path, {k: tuple(v.shape) for k, v in tensors.items()})
     return tensors, meta
 
 
@@ -133,11 +137,32 @@ def save_model(agent: SoftActorCritic, path: str | Path) -> Path:
     return write_safetensors(_safetensors_path(path), *state_tensors(agent))
 
 
+@contextmanager
+def _one_line_errors(path: str | Path) -> Iterator[None]:
+    """What the header checks did not foresee still ends as one line naming the file, not a traceback
+    from deep inside torch or numpy."""
+    try:
+        yield
+    except ValueError as e:
+        if str(path) in str(e) and "\n" not in str(e):
+            raise
+        raise ValueError(f"{path}: cannot be loaded: {' '.join(str(e).split())[:200]}") from None
+    except (TypeError, KeyError, AttributeError, IndexError, RuntimeError, OverflowError) as e:
+        raise ValueError(f"{path}: cannot be loaded ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                         f"the file does not match what reparl writes") from None
+
+
 def load_model(cls: type[SoftActorCritic], path: str | Path, env: Any, device: str,
                overrides: dict[str, Any]) -> SoftActorCritic:
     tensors, meta = read_model_file(path)
     if meta.get("agent") != cls.__name__:
         raise ValueError(f"{path} holds a {str(meta.get('agent'))[:40]} model; load it with that agent's load")
+    with _one_line_errors(path):
+        return _build(cls, path, tensors, meta, env, device, overrides)
+
+
+def _build(cls: type[SoftActorCritic], path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any],
+           env: Any, device: str, overrides: dict[str, Any]) -> SoftActorCritic:
     hp = {**meta["hparams"], "device": device, **overrides}
     obs_space, act_space = space_from_json(meta["observation_space"]), space_from_json(meta["action_space"])
     if env is not None:
@@ -212,6 +237,12 @@ def restore_checkpoint(agent: SoftActorCritic, path: str | Path, changed: Collec
     tensors, meta = read_checkpoint(path)
     if meta.get("agent") != type(agent).__name__:
         raise ValueError(f"{path} is a {str(meta.get('agent'))[:40]} checkpoint, not {type(agent).__name__}")
+    with _one_line_errors(path):
+        _restore(agent, path, tensors, meta, changed)
+
+
+def _restore(agent: SoftActorCritic, path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any],
+             changed: Collection[str]) -> None:
     # A key the checkpoint predates ran with its behaviour_before value, or else today's default.
     saved = {k: meta["hparams"].get(k, agent.behaviour_before.get(k, agent.defaults[k])) for k in agent.hparams}
     differ = sorted(k for k in agent.hparams if k not in {"device", "compile", *changed}
@@ -267,5 +298,5 @@ def restore_checkpoint(agent: SoftActorCritic, path: str | Path, changed: Collec
         torch.cuda.set_rng_state_all(cuda)
 
 
-__all__ = ["FORMAT", "digest", "read_checkpoint", "read_model_file", "save_model", "load_model",
-           "write_checkpoint", "restore_checkpoint"]
+__all__ = ["FORMAT", "HeaderError", "check_header", "digest", "load_model", "read_checkpoint", "read_model_file",
+           "restore_checkpoint", "save_model", "write_checkpoint"]

@@ -18,7 +18,7 @@ from gymnasium import spaces
 # anything else (a MuJoCo or Box2D simulator) is "opaque": on restore its copies start new
 # episodes instead, with a warning.
 
-_BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "MT19937": np.random.MT19937,
+BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "MT19937": np.random.MT19937,
                    "Philox": np.random.Philox, "SFC64": np.random.SFC64}
 _SKIP_ATTRS = {"env", "envs", "spec", "metadata", "action_space", "observation_space", "single_action_space",
                "single_observation_space", "render_mode", "_cached_spec", "closed"}
@@ -122,17 +122,24 @@ def set_env_state(venv: gym.vector.VectorEnv, state: dict[str, Any]) -> bool:
         for k, d in saved.items():
             if "rng" in d:
                 name = d["rng"].get("bit_generator")
-                if name not in _BIT_GENERATORS:  # a file names data, never a callable to look up
+                # A file names data, never a callable to look up (and a list from a file is unhashable).
+                if not isinstance(name, str) or name not in BIT_GENERATORS:
                     raise ValueError(f"env state names bit generator {str(name)[:40]!r}; "
-                                     f"expected one of {sorted(_BIT_GENERATORS)}")
-                gen = np.random.Generator(_BIT_GENERATORS[name]())
+                                     f"expected one of {sorted(BIT_GENERATORS)}")
+                gen = np.random.Generator(BIT_GENERATORS[name]())
                 gen.bit_generator.state = d["rng"]
                 setattr(layer, k, gen)
             elif not state["exact"]:
                 continue
+            elif k not in vars(layer):  # a file restores attributes env_state read, never adds new ones
+                raise ValueError(f"env state sets {str(k)[:40]!r}, which {type(layer).__name__} does not have")
             elif "record" in d:
+                record = getattr(layer, k)
                 for f, x in d["record"].items():
-                    setattr(getattr(layer, k), f, _unplain(x))
+                    if f not in vars(record):
+                        raise ValueError(f"env state sets {str(k)[:40]}.{str(f)[:40]}, which "
+                                         f"{type(record).__name__} does not have")
+                    setattr(record, f, _unplain(x))
             else:
                 setattr(layer, k, _unplain(d))
     if state["action_space_rng"] is not None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
 from pathlib import Path
@@ -339,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {e}; free some space, then `python run.py train --resume RUN_DIR` continues (or, if "
+              "training had finished, writes the model from its last checkpoint)", file=sys.stderr)
         return 1
     except Interrupted as e:
         print(f"interrupted: {e}\nresume with: python run.py train --resume {e.checkpoint.parents[1]}",

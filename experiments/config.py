@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +53,57 @@ SB3_ACTION_SPACES = {"DQN": ("Discrete",), "SAC": ("Box",), "TD3": ("Box",),
 
 class ConfigError(ValueError):
     """A config problem the user can fix; the CLI prints it without a traceback."""
+
+
+MAX_CONFIG_BYTES = 2**20
+"""Configs are refused above this size, before they are parsed (the shipped ones are under 2 KiB)."""
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 6, 6, 3
+
+
+def short(value: Any, n: int = 80) -> str:
+    """A value from a config in an error message: its repr, cut (reprlib stops early on big values)."""
+    r = _REPR.repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def one_line(e: BaseException, n: int = 200) -> str:
+    return " ".join(str(e).split())[:n]
+
+
+class _NoAlias(Exception):
+    def __init__(self, mark: Any) -> None:
+        self.line = mark.line + 1
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a config never needs them, and nested aliases expand
+    exponentially (a 649-byte "billion laughs" document is 10^9 values once anything walks it)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _NoAlias(event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Never writes an anchor for a value that appears twice: configs are read without them."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML's safe subset without anchors or aliases; ConfigError (one line, naming ``where``) otherwise."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _NoAlias as e:
+        raise ConfigError(f"{where}: line {e.line}: YAML anchors and aliases (&name, *name) are not allowed in "
+                          "configs; write the value out") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML (plain values, lists and mappings only; no tags such as "
+                          f"!!python/object): {one_line(e)}") from None
 
 
 @dataclass
@@ -222,9 +274,10 @@ def _where(key: str, sources: dict[str, str], default: str) -> str:
 
 
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    key = str(key)
+    close = difflib.get_close_matches(key[:100], known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(sorted(known))
-    return ConfigError(f"{key}: unknown key in {where}; {hint}")
+    return ConfigError(f"{key if len(key) <= 60 else key[:57] + '...'}: unknown key in {where}; {hint}")
 
 
 # ------------------------------------------------------------------------------ agent hyperparameters
@@ -282,7 +335,7 @@ def _check_hyperparameter(agent: str, key: str, value: Any, default: Any, where:
         ok = isinstance(value, allowed)
     if not ok:
         names = " | ".join(t.__name__ for t in allowed)
-        raise ConfigError(f"agent.{key}: expected {names}, got {type(value).__name__} {value!r} in {where}")
+        raise ConfigError(f"agent.{key}: expected {names}, got {type(value).__name__} {short(value)} in {where}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     return value
@@ -293,9 +346,9 @@ def _validate_agent(raw: dict[str, Any], sources: dict[str, str], default_where:
     name = raw.pop("name", AgentConfig.name)
     if name not in OUR_AGENTS + SB3_ALGOS:
         where = _where("agent.name", sources, default_where)
-        close = difflib.get_close_matches(str(name), OUR_AGENTS + SB3_ALGOS, n=1)
+        close = difflib.get_close_matches(str(name)[:100], OUR_AGENTS + SB3_ALGOS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError(f"agent.name: unknown agent {name!r} in {where}; {hint}"
+        raise ConfigError(f"agent.name: unknown agent {short(name)} in {where}; {hint}"
                           f"allowed: {', '.join(OUR_AGENTS + SB3_ALGOS)}")
     defaults = agent_defaults(name)
     hp: dict[str, Any] = {}
@@ -318,7 +371,7 @@ def _validate_agent(raw: dict[str, Any], sources: dict[str, str], default_where:
         except (ValueError, TypeError) as e:
             keys = [k for k in hp if f"{k}=" in str(e) or k in str(e)]
             where = ", ".join(sorted({_where(f"agent.{k}", sources, default_where) for k in keys})) or default_where
-            raise ConfigError(f"agent: {e} (in {where})") from None
+            raise ConfigError(f"agent: {one_line(e, 300)} (in {where})") from None
     return AgentConfig(name=name, hyperparameters=hp)
 
 
@@ -337,11 +390,12 @@ def check_env_id(env_id: str, where: str) -> None:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ConfigError(f"env.id: cannot import module {module!r} for {env_id!r} in {where}: {e}") from None
+            raise ConfigError(f"env.id: cannot import module {short(module)} for {short(env_id)} in {where}: "
+                              f"{one_line(e)}") from None
     if name not in gym.registry:
-        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name[:100], list(gym.registry), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
-        raise ConfigError(f"env.id: unknown environment {env_id!r} in {where}; {hint}")
+        raise ConfigError(f"env.id: unknown environment {short(env_id)} in {where}; {hint}")
 
 
 def check_compatibility(cfg: Config) -> None:
@@ -362,7 +416,8 @@ def check_compatibility(cfg: Config) -> None:
     try:
         env = make_env(cfg.env)
     except Exception as e:  # a user's env may raise anything from its constructor
-        raise ConfigError(f"env: cannot build {cfg.env.id!r} with kwargs {cfg.env.kwargs} (in {where}): {e}") from None
+        raise ConfigError(f"env: cannot build {short(cfg.env.id)} with kwargs {short(cfg.env.kwargs, 200)} "
+                          f"(in {where}): {one_line(e)}") from None
     space = env.action_space
     env.close()
     if cfg.agent.is_sb3:
@@ -388,11 +443,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or "." not in key:
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. agent.temperature=0.5")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+            raise ConfigError(f"--set {short(item)}: expected SECTION.KEY=VALUE, e.g. agent.temperature=0.5")
+        out[key.strip()] = parse_yaml(value, f"--set {short(item)}") if value.strip() else None
     return out
 
 
@@ -407,10 +459,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         close = difflib.get_close_matches(str(path), candidates, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]}?" if close else "configs live in configs/<agent>/<env>.yaml"
         raise ConfigError(f"{path}: no such config file; {hint}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:  # checked before reading: a config is a page of settings, not data
+        raise ConfigError(f"{path}: {size:,} bytes, more than a config may have ({MAX_CONFIG_BYTES:,}); "
+                          "is this the right file?")
+    data = parse_yaml(path.read_text(), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -459,11 +512,11 @@ def build_config(raw: dict[str, Any], source: str = "<defaults>", overrides: dic
             ok, value = _coerce(value, hints[key])
             if not ok:
                 raise ConfigError(f"{dotted}: expected {_type_name(hints[key])}, got {type(value).__name__} "
-                                  f"{value!r} in {where}")
+                                  f"{short(value)} in {where}")
             if dotted in RANGES and value is not None:
                 op, bound = RANGES[dotted]
                 if not value >= bound:
-                    raise ConfigError(f"{dotted}: must be {op} {bound}, got {value!r} in {where}")
+                    raise ConfigError(f"{dotted}: must be {op} {bound}, got {short(value)} in {where}")
             values[key] = value
         sections[section] = cls(**values)
     cfg = Config(**sections, source=source)
@@ -484,7 +537,7 @@ def dump_config(cfg: Config, path: str | Path, full_hyperparameters: bool = True
     d = cfg.to_dict()
     if full_hyperparameters:
         d["agent"] = {"name": cfg.agent.name, **resolved_hyperparameters(cfg)}
-    Path(path).write_text(yaml.safe_dump(d, sort_keys=False))
+    Path(path).write_text(yaml.dump(d, Dumper=_PlainDumper, sort_keys=False))
 
 
 def resolved_hyperparameters(cfg: Config) -> dict[str, Any]:

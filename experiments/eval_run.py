@@ -13,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.header import short
 from envs import load_obs_normalization, set_obs_normalization
 from experiments.config import OUR_AGENTS, SB3_ALGOS, Config, ConfigError, build_config, load_config
 from experiments.evaluation import EvalResult, evaluate
@@ -28,6 +29,21 @@ class EvalReport:
     model_path: Path
     videos: list[Path]
     wandb_sync_hint: str | None
+
+
+def registered_env_id(env_id: str, model: Path) -> str:
+    """An env id read from a model file, if Gymnasium's registry holds it. A file is data: its id is
+    never imported (``module:EnvId`` runs that module's code), only looked up; ``--env`` may import."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers reparl's own ids)
+
+    if ":" in env_id or env_id not in gym.registry:
+        why = "names a module to import" if ":" in env_id else "is not a registered Gymnasium id"
+        raise ConfigError(f"{model}: header field env_id {short(env_id)} {why}; an env named in a model file is "
+                          "only looked up, never imported: pass --env ENV_ID explicitly (module:EnvId there if you "
+                          "trust that module)")
+    return env_id
 
 
 def resolve_target(target: Path, env_id: str | None = None,
@@ -50,9 +66,13 @@ def resolve_target(target: Path, env_id: str | None = None,
     if model.suffix == ".safetensors":
         from agents.checkpoint import read_model_file
 
-        _, meta = read_model_file(model)
+        try:
+            _, meta = read_model_file(model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         agent = meta["agent"]
-        env_id = env_id or meta.get("env_id")  # our model files name the env they were trained on
+        if env_id is None and meta.get("env_id") is not None:  # our model files name the env they were trained on
+            env_id = registered_env_id(meta["env_id"], model)
     if env_id is None:
         raise ConfigError(f"{target} is not inside a run folder (no config.yaml beside it) and does not name "
                           "its env; pass --env ENV_ID")
@@ -63,13 +83,21 @@ def resolve_target(target: Path, env_id: str | None = None,
 
 
 def load_model(cfg: Config, path: Path, device: str) -> Any:
+    """The model, or a ConfigError (one line, no traceback) for a file that is not one."""
     if cfg.agent.name in OUR_AGENTS:
         from agents import AGENTS
 
-        return AGENTS[cfg.agent.name].load(path, device=device)
+        try:
+            return AGENTS[cfg.agent.name].load(path, device=device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     from experiments.baselines import load_sb3
 
-    return load_sb3(cfg.agent.name, path, device)
+    try:
+        return load_sb3(cfg.agent.name, path, device)
+    except Exception as e:  # SB3 raises anything from zipfile, pickle or torch on a file that is not its zip
+        raise ConfigError(f"{path}: not a readable SB3 {cfg.agent.name} model ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:150]})") from None
 
 
 def _video_wrapper(folder: Path, n_episodes: int, n_copies: int) -> Any:

@@ -9,6 +9,7 @@ Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>-<6 hex>/``::
     metrics.jsonl      one JSON object per log event, with global_step
     checkpoints/       periodic, on-signal and on-error checkpoints (``--resume`` continues from them)
     wandb_run_id.txt   the W&B run id a resumed run continues
+    run.lock           the PID of the process writing the folder, while it runs
     model.safetensors  final model (ours; SB3 baselines: model.zip)
     obs_rms.json       observation-normalization statistics, when env.normalize_obs
     wandb/             the W&B run (offline by default)
@@ -17,14 +18,18 @@ Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>-<6 hex>/``::
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shlex
 import subprocess
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from experiments.config import Config, dump_config
+from experiments.config import Config, ConfigError, dump_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FILES = ("model.safetensors", "model.zip")
@@ -76,3 +81,58 @@ def find_model(run_dir: Path) -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     raise FileNotFoundError(f"{run_dir} holds no {' or '.join(MODEL_FILES)}; did the training finish?")
+
+
+LOCK = "run.lock"
+
+
+def _lock_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One writer per run folder: two processes resuming (or training into) the same folder would
+    interleave checkpoints and metrics. ``run.lock`` holds the writer's PID; O_EXCL makes taking it
+    atomic, and a lock left by a killed process (its PID no longer running) is taken over with a warning."""
+    path = run_dir / LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _lock_pid(path)
+            # An empty lock younger than a few seconds is one being written right now.
+            young = pid is None and path.exists() and time.time() - path.stat().st_mtime < 5
+            if young or (pid is not None and _alive(pid)):
+                holder = f"process {pid}" if pid is not None else "another process"
+                raise ConfigError(f"{run_dir} is in use by {holder} ({path}); wait for it to finish or stop it "
+                                  f"(if no reparl run has that PID any more, delete {path})") from None
+            warnings.warn(f"{path}: taking over the lock of process {pid}, which is no longer running",
+                          RuntimeWarning, stacklevel=3)
+            if _lock_pid(path) == pid:  # still the stale one, not a lock another process took meanwhile
+                path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise ConfigError(f"{run_dir}: could not take {path}; another process keeps taking it")
+    try:
+        yield
+    finally:
+        if _lock_pid(path) == os.getpid():
+            path.unlink(missing_ok=True)

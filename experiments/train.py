@@ -23,7 +23,7 @@ from agents.collect import NonFiniteError
 from envs import make_env, make_vec_env, save_obs_normalization
 from experiments.config import Config, ConfigError, agent_class
 from experiments.loop import OnEval, RunLoop, Throughput, window_mean
-from experiments.rundir import create_run_dir, write_run_files
+from experiments.rundir import create_run_dir, run_lock, write_run_files
 from experiments.tracking import Tracker
 
 
@@ -156,7 +156,11 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
         if agent.num_timesteps != state["last_log"]:  # flush the tail since the last log
             log_now(agent)
         agent.check_finite()
-        model_path = agent.save(run_dir / "model.safetensors")
+        try:
+            model_path = agent.save(run_dir / "model.safetensors")
+        except OSError:
+            _checkpoint_for_recovery(loop, agent.num_timesteps)
+            raise
         save_obs_normalization(venv, run_dir / "obs_rms.json")
         loop.close(agent.num_timesteps)
     finally:
@@ -164,6 +168,37 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
             loop.bar.close()
         venv.close()
     return model_path, loop.last_eval.mean if loop.last_eval is not None else None
+
+
+def _checkpoint_for_recovery(loop: RunLoop, step: int) -> None:
+    """The final model could not be written (a full disk): a checkpoint at the last step lets
+    ``--resume`` write the model once there is room, without training again."""
+    final = loop.run_dir / "checkpoints" / f"step_{step}{loop.suffix}"
+    try:
+        path = final if final.is_file() else loop.checkpoint(step)
+    except Exception as e:  # the disk may be just as full: the original error is what matters
+        warnings.warn(f"could not write the final model nor a checkpoint at step {step}: {e}", RuntimeWarning,
+                      stacklevel=3)
+        return
+    warnings.warn(f"could not write the final model; checkpoint {path} holds it: free space, then "
+                  f"`python run.py train --resume {loop.run_dir}` writes the model from it", RuntimeWarning,
+                  stacklevel=3)
+
+
+def recover_model(cfg: Config, run_dir: Path, checkpoint: Path) -> TrainResult:
+    """A run that finished training but whose model file is missing (the final save failed): the
+    model and observation statistics from its last checkpoint, restored as a resume would."""
+    venv = make_vec_env(cfg.env)
+    try:
+        agent = build_agent(cfg, venv, checkpoint)
+        agent.check_finite()
+        model_path = agent.save(run_dir / "model.safetensors")
+        save_obs_normalization(venv, run_dir / "obs_rms.json")
+    finally:
+        venv.close()
+    warnings.warn(f"{run_dir} had finished training (checkpoint {checkpoint.name}) but had no model file; wrote "
+                  f"{model_path} from that checkpoint", RuntimeWarning, stacklevel=2)
+    return TrainResult(run_dir, model_path, None, None, None)
 
 
 def check_buffer_fits(cfg: Config) -> None:
@@ -216,20 +251,30 @@ def run_training(cfg: Config, runs_root: Path, name: str, command: list[str], ru
     ``on_eval``: called after each evaluation (``run.py sweep`` reports it to Ray Tune).
     """
     check_buffer_fits(cfg)
-    resume_from = None
     if resume:
         if cfg.agent.is_sb3:
             raise ConfigError("--resume supports our agents (GumbelSAC, GaussianSAC), not SB3 baselines")
+    else:
+        run_dir = create_run_dir(runs_root, name) if run_dir is None else run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _train_locked(cfg, run_dir, command, progress_bar, resume, on_eval)
+
+
+def _train_locked(cfg: Config, run_dir: Path, command: list[str], progress_bar: bool, resume: bool,
+                  on_eval: OnEval | None) -> TrainResult:
+    resume_from = None
+    if resume:
         resume_from = latest_checkpoint(run_dir)
         step = int(read_checkpoint(resume_from)[1]["num_timesteps"])
         if step >= cfg.train.total_timesteps:
+            if not (run_dir / "model.safetensors").is_file():
+                return recover_model(cfg, run_dir, resume_from)
             raise ConfigError(f"{run_dir} already reached train.total_timesteps={cfg.train.total_timesteps}")
         truncate_metrics(run_dir / "metrics.jsonl", step)
         with (run_dir / "command.txt").open("a") as f:
             f.write(f"# resumed from {resume_from.name}: " + " ".join(command) + "\n")
     else:
-        run_dir = create_run_dir(runs_root, name) if run_dir is None else run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_run_files(run_dir, cfg, command)
     if cfg.train.torch_threads is not None:
         import torch
@@ -250,6 +295,9 @@ def run_training(cfg: Config, runs_root: Path, name: str, command: list[str], ru
         exit_code = 0
     except Interrupted as e:
         exit_code = 128 + e.signum
+        raise
+    except KeyboardInterrupt:  # a second SIGINT stops at once: still an interruption, as the shell reports it
+        exit_code = 130
         raise
     finally:
         hint = tracker.finish(exit_code=exit_code)

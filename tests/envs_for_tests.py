@@ -122,7 +122,8 @@ class MultiDiscreteTarget(gym.Env):
 
 class NaNAfter(gym.Wrapper):
     """Returns a NaN observation (``what="obs"``) or reward (``"reward"``), or raises (``"raise"``),
-    from the ``at``-th step on, counted across episodes: a broken simulator, for the runner's checks."""
+    from the ``at``-th step on, counted across episodes: a broken simulator, for the runner's checks.
+    ``"interrupt"`` raises KeyboardInterrupt there, as a second SIGINT does wherever it lands."""
 
     def __init__(self, env: gym.Env, at: int = 250, what: str = "obs") -> None:
         super().__init__(env)
@@ -134,6 +135,8 @@ class NaNAfter(gym.Wrapper):
         if self.steps >= self.at:
             if self.what == "raise":
                 raise RuntimeError(f"simulator crashed at step {self.steps}")
+            if self.what == "interrupt":
+                raise KeyboardInterrupt
             if self.what == "obs":
                 obs = np.full_like(obs, np.nan)
             else:

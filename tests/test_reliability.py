@@ -211,6 +211,19 @@ def test_sigint_checkpoints_finishes_wandb_and_resumes_identically(
     assert second.run_id == first.run_id and min(h["global_step"] for h in second.history) > stopped
 
 
+def test_second_sigint_finishes_wandb_with_exit_code_130(tmp_path: Path) -> None:
+    """A second SIGINT raises KeyboardInterrupt wherever it lands: still an interruption for W&B
+    (130, as the shell reports it), not a failure (1). Raised by the env at a fixed step, because two
+    real SIGINTs sent back to back merge into one pending signal."""
+    proc = run_cli("train", "configs/gumbel_sac/cartpole.yaml", "--run-dir", str(tmp_path), "--no-progress",
+                   "--wandb", "offline", "--set", *CLI_SET, "env.id=tests.envs_for_tests:NaNCartPole-v0",
+                   "env.kwargs={at: 150, what: interrupt}")
+    assert proc.returncode == 130, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    assert read_run(next((run_dir / "wandb").rglob("run-*.wandb"))).exit_code == 130
+    assert not (run_dir / "run.lock").exists()
+
+
 def test_sigkill_resumes_from_last_periodic_checkpoint_past_a_damaged_one(
         tmp_path: Path, uninterrupted: dict[str, torch.Tensor]) -> None:
     proc = start(tmp_path)

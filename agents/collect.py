@@ -98,6 +98,14 @@ class Collector:
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.num_episodes = 0
 
+    def check_n_step(self, n_step: int) -> None:
+        """n-step sampling needs one copy's transitions a fixed number of rows apart, which the reset
+        steps of NEXT_STEP autoreset (they store nothing) break."""
+        if self.next_step_mode and n_step > 1:
+            raise ValueError(f"n_step={n_step} needs a vector env with SAME_STEP autoreset (what env ids get "
+                             "here); this one resets on the next step. Pass the env id, build the vector env "
+                             "with autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, or set n_step=1.")
+
     def reset(self, seed: int | None) -> None:
         self.last_obs, _ = self.env.reset(seed=seed)
         self.env.action_space.seed(seed)

@@ -255,12 +255,7 @@ class SoftActorCritic:
         if total_timesteps < 0:
             raise ValueError(f"total_timesteps must be >= 0; got {total_timesteps}")
         hp, buffer, collector = self.hparams, self._ensure_buffer(), self.collector
-        if collector.next_step_mode and hp["n_step"] > 1:
-            # The reset steps of NEXT_STEP autoreset store nothing, so one copy's transitions are no
-            # longer a fixed number of rows apart, which n-step sampling relies on.
-            raise ValueError(f"n_step={hp['n_step']} needs a vector env with SAME_STEP autoreset (what env ids get "
-                             "here); this one resets on the next step. Pass the env id, build the vector env "
-                             "with autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, or set n_step=1.")
+        collector.check_n_step(hp["n_step"])
         if reset_num_timesteps:
             self.num_timesteps = 0
         if collector.last_obs is None:
@@ -377,14 +372,9 @@ class SoftActorCritic:
         return compile_update(fn, self.device) if self.hparams["compile"] else fn
 
     def _calibrate_alpha(self) -> None:
-        """``alpha="auto"``: alpha = mean |r| over the buffer (the warm-up data) / maximum entropy.
-
-        A fixed alpha = 1 assumes rewards of order 1 per step per nat: on Combinatorial-v0 (11 nats,
-        rewards <= 1) it kept the policy uniform for ~10k updates. Matching the uniform policy's bonus
-        to the typical reward gives 0.25 / 11.09 = 0.023 there, where the learned alpha settled
-        (0.04-0.09), and leaves CartPole (1 / ln 2 = 1.44) and Acrobot (1 / ln 3 = 0.91) near 1.
-        All-zero warm-up rewards carry no scale: alpha stays 1 (benchmarks/archive/README.md).
-        """
+        """``alpha="auto"``: mean |r| of the warm-up data over the maximum entropy, so the uniform policy's
+        entropy bonus starts level with the typical reward (a fixed alpha = 1 kept Combinatorial-v0's policy
+        uniform for ~10k updates: benchmarks/archive/README.md). All-zero warm-up rewards: alpha stays 1."""
         n = len(self.buffer)
         scale = float(self.buffer.rewards[:n].abs().mean()) if n else 0.0
         if scale > 0:

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,eval,export,dashboard,sweep,compare,bench,study}")
+                                metavar="{train,eval,export,dashboard,check-env,sweep,compare,bench,study}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
                        description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--name", default="reparl", help="workspace name (default: reparl)")
     d.add_argument("--dry-run", action="store_true", help="write the workspace spec as JSON; send nothing")
     d.add_argument("--out", type=Path, help="with --dry-run: write the spec here instead of printing it")
+
+    k = sub.add_parser("check-env", help="check an env with gymnasium's checker and say which agent takes it",
+                       description="Run gymnasium's env checker on ENV_ID and check what reparl needs of its spaces: "
+                                   "a Box or Discrete observation, an action space one of the agents takes (finite "
+                                   "bounds for a Box), sb3-contrib action masks if it has action_masks().")
+    k.add_argument("env_id", metavar="ENV_ID", help="a registered id; mypkg.module:MyEnv-v0 imports mypkg.module")
 
     s = sub.add_parser("sweep", help="run a sweep file's trials (configs x overrides x seeds) on Ray Tune",
                        description="Run every trial of a sweep file (configs/sweeps/*.yaml) as a `train` run in "
@@ -329,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             return _study(args, command)
         if args.command == "export":
             return _export(args)
+        if args.command == "check-env":
+            from experiments.check_env import check_env
+
+            print(check_env(args.env_id))
+            return 0
         if args.command == "dashboard":
             from experiments.dashboard import run_dashboard
 

@@ -212,3 +212,21 @@ def test_entry_points_share_the_cli() -> None:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0
         assert ("--set KEY=VALUE" in proc.stdout) if "train" in cmd else ("--stochastic" in proc.stdout)
+
+
+@pytest.mark.parametrize("env_id, says", [("CartPole-v1", "agent: GumbelSAC"), ("Pendulum-v1", "agent: GaussianSAC"),
+                                          ("reparl/CombinatorialMasked-v0", "action masks: yes (32 flags)")])
+def test_check_env_names_the_agent(env_id: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments.cli import main
+
+    assert main(["check-env", env_id]) == 0
+    out = capsys.readouterr().out
+    assert "gymnasium's checker: passed" in out and says in out
+
+
+def test_check_env_refuses_what_no_agent_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments.cli import main
+
+    assert main(["check-env", "Blackjack-v1"]) == 2  # a Tuple observation
+    err = capsys.readouterr().err
+    assert err.startswith("error: Blackjack-v1") and "FlattenObservation" in err

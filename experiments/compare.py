@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from experiments.config import ConfigError, agent_class, agent_defaults
+from experiments.config import ConfigError, agent_class, agent_defaults, read_yaml
 from experiments.rundir import MODEL_FILES
 
 METRIC = "eval/mean_return"
@@ -156,7 +155,7 @@ def load_run(path: Path, metric: str = METRIC, until: int | None = None,
              until_per_env: dict[str, int] | None = None) -> Run | None:
     """The run's config and the metric's events (those at env steps <= ``until``, or its env's
     entry in ``until_per_env``, if given); None (with a warning) when it never logged the metric."""
-    config = flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    config = flatten(read_yaml(path / "config.yaml"))  # the config loader's bounds: no aliases, 1 MiB
     until = (until_per_env or {}).get(str(config.get("env.id")), until)
     points: dict[int, float] = {}
     for line in (path / "metrics.jsonl").read_text().splitlines():

@@ -25,41 +25,34 @@ import torch
 from torch import Tensor
 
 
-def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes that can still be allocated on ``device``: free GPU memory, or MemAvailable of
-    /proc/meminfo (free pages from ``os.sysconf`` where there is no /proc); None if unknown."""
+def _memory(device: torch.device | str, field: str) -> int | None:
+    """``field`` "available" or "total" bytes on ``device``: the GPU's (torch.cuda.mem_get_info), else
+    /proc/meminfo's MemAvailable / MemTotal, else ``os.sysconf``'s pages; None if unknown."""
     device = torch.device(device)
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        return int(torch.cuda.mem_get_info(device)[0 if field == "available" else 1])
+    key, pages = ("MemAvailable:", "SC_AVPHYS_PAGES") if field == "available" else ("MemTotal:", "SC_PHYS_PAGES")
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device``; None if unknown."""
+    return _memory(device, "available")
 
 
 def total_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes of memory on ``device`` in all (GPU memory, or MemTotal); None if unknown."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[1])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Bytes of memory on ``device`` in all; None if unknown."""
+    return _memory(device, "total")
 
 
 def safety_margin(device: torch.device | str = "cpu") -> int:

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parent folder of run folders (default: runs)")
     t.add_argument("--name", help="run folder prefix (default: <config folder>-<config name>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to <run>/tensorboard/ (overrides train.tensorboard)")
 
     e = sub.add_parser("eval", help="evaluate a run folder's model (or a model file)",
                        description="Load a trained model and print the mean ± std return and episode lengths. "
@@ -248,6 +250,8 @@ def _train(args: argparse.Namespace, command: list[str]) -> int:
     from experiments.train import run_training
 
     overrides = parse_overrides(args.overrides)
+    if args.tensorboard:
+        overrides["train.tensorboard"] = True
     for key, value in (("train.seed", args.seed), ("wandb.mode", args.wandb), ("train.device", args.device)):
         if value is not None:
             overrides[key] = value

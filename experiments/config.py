@@ -163,6 +163,9 @@ class TrainConfig:
     uninterrupted run; without it a resumed run refills the buffer from scratch."""
     log_interval: int = 1000
     """Log train/, grad/, rollout/ and time/ metrics every this many env steps."""
+    tensorboard: bool = False
+    """Also write every metric as TensorBoard event files in ``<run>/tensorboard/`` (``tensorboard
+    --logdir runs``), beside metrics.jsonl and W&B."""
 
 
 @dataclass

@@ -60,6 +60,11 @@ class Tracker:
         self.resume = resume
         if cfg.wandb.mode != "disabled":
             self._init_wandb(job_type or cfg.wandb.job_type)
+        self.tensorboard: Any = None
+        if cfg.train.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard" / (job_type or cfg.wandb.job_type)))
 
     # ------------------------------------------------------------------ W&B plumbing
     def _init_wandb(self, job_type: str) -> None:
@@ -114,6 +119,10 @@ class Tracker:
         event = {"global_step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(event) + "\n")
         self._file.flush()
+        if self.tensorboard is not None:
+            for k, v in metrics.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    self.tensorboard.add_scalar(k, v, int(step))
         if self.run is not None:
             try:
                 self.run.log({"global_step": int(step), **metrics})
@@ -155,6 +164,9 @@ class Tracker:
     def finish(self, exit_code: int | None = None) -> str | None:
         """Close everything; returns the ``wandb sync`` hint for offline runs."""
         self._file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         if self.run is None:
             return None
         hint = None

@@ -230,3 +230,36 @@ def test_check_env_refuses_what_no_agent_takes(capsys: pytest.CaptureFixture[str
     assert main(["check-env", "Blackjack-v1"]) == 2  # a Tuple observation
     err = capsys.readouterr().err
     assert err.startswith("error: Blackjack-v1") and "FlattenObservation" in err
+
+
+def read_tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of every TensorBoard event file under ``folder``, parsed from the TFRecord framing
+    (u64 length, u32 crc, payload, u32 crc) with the Event protobuf tensorboardX writes."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in folder.rglob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path: Path) -> None:
+    cfg = load_config(REPO / "configs/gumbel_sac/cartpole.yaml",
+                      {"train.total_timesteps": 300, "train.eval_freq": 150, "train.eval_episodes": 2,
+                       "train.log_interval": 100, "agent.learning_starts": 100, "agent.net_arch": [16],
+                       "agent.batch_size": 16, "wandb.mode": "disabled", "train.tensorboard": True})
+    result = run_training(cfg, tmp_path, "tb", ["pytest"], progress_bar=False)
+    scalars = read_tensorboard_scalars(result.run_dir / "tensorboard")
+    logged = [e for e in events(result.run_dir) if "eval/mean_return" in e]
+    assert [step for step, _ in scalars["eval/mean_return"]] == [e["global_step"] for e in logged] == [150, 300]
+    assert [round(v, 4) for _, v in scalars["eval/mean_return"]] == [round(e["eval/mean_return"], 4) for e in logged]
+    assert "train/critic_loss" in scalars and "rollout/ep_return" in scalars

@@ -149,8 +149,7 @@ class SoftActorCritic:
         self.num_timesteps = 0
         self.num_updates = 0
         self.buffer: ReplayBuffer | None = None
-        self.collector = Collector(self.env, observation_space, self.head.mask_size is not None,
-                                   self.head.from_env) if self.env is not None else None
+        self.collector = self._collector(self.env) if self.env is not None else None
         self.metrics = UpdateMetrics()
         self._state = None  # the update's aliases of the parameters and optimizer state, built at the first update
         self._update: Callable[..., Any] | None = None
@@ -237,10 +236,8 @@ class SoftActorCritic:
                                        priority_alpha=hp["prioritized_replay"], priority_beta=hp["priority_beta"])
         return self.buffer
 
-    def _act_np(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-        with torch.no_grad():
-            mt = torch.as_tensor(masks, device=self.device) if masks is not None else None
-            return self.head.to_env(self._act(obs_tensor(self.observation_space, obs, self.device), False, mt))
+    def _collector(self, env: gym.vector.VectorEnv) -> Collector:
+        return Collector(env, self.observation_space, self.head.mask_size is not None, self.head.from_env)
 
     def learn(self, total_timesteps: int, callback: Callback = None, progress_bar: bool = False,
               reset_num_timesteps: bool = False) -> SoftActorCritic:
@@ -263,6 +260,7 @@ class SoftActorCritic:
         collector.masks = collector.env_masks()
         n_envs, end = self.env.num_envs, self.num_timesteps + total_timesteps
         label = self.env_id or type(self.env).__name__
+        act = lambda obs, masks: self.predict(obs, action_masks=masks)[0]  # noqa: E731 - a batch from the env
         callback = as_callback(callback, self)
         bar = None
         if progress_bar:
@@ -274,7 +272,7 @@ class SoftActorCritic:
         try:
             while self.num_timesteps < end:
                 warm = self.num_timesteps < hp["learning_starts"]
-                collector.step(None if warm else self._act_np, getattr(self.head, "random_actions", None), buffer,
+                collector.step(None if warm else act, getattr(self.head, "random_actions", None), buffer,
                                label, self.num_timesteps)
                 self.num_timesteps += n_envs
                 steps_per_env = self.num_timesteps // n_envs
@@ -310,7 +308,7 @@ class SoftActorCritic:
             raise ValueError(f"n_step={self.hparams['n_step']} follows each env copy's transitions in the buffer; "
                              f"keep {self.env.num_envs} copies")
         self.env, self.env_id = venv, env if isinstance(env, str) else self.env_id
-        self.collector = Collector(venv, self.observation_space, self.head.mask_size is not None, self.head.from_env)
+        self.collector = self._collector(venv)
 
     def get_vec_normalize_env(self) -> None:
         return None

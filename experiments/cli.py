@@ -297,8 +297,11 @@ def _export(args: argparse.Namespace) -> int:
     from agents.checkpoint import read_model_file
     from agents.export import SUFFIXES, export_policy
     from envs import load_obs_normalization
+    from experiments.extras import require
     from experiments.rundir import find_model
 
+    if args.fmt == "onnx":
+        require("export", "export --format onnx", "onnx")
     model = find_model(args.target) if args.target.is_dir() else args.target
     if model.suffix != ".safetensors":
         raise ConfigError(f"{model}: export takes our agents' model.safetensors (SB3 zips: use SB3's own export)")

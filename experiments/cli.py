@@ -301,7 +301,7 @@ def _export(args: argparse.Namespace) -> int:
     from experiments.rundir import find_model
 
     if args.fmt == "onnx":
-        require("export", "export --format onnx", "onnx")
+        require("export", "run.py export --format onnx", "onnx")
     model = find_model(args.target) if args.target.is_dir() else args.target
     if model.suffix != ".safetensors":
         raise ConfigError(f"{model}: export takes our agents' model.safetensors (SB3 zips: use SB3's own export)")

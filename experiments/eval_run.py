@@ -120,7 +120,7 @@ def run_eval(target: Path, episodes: int | None = None, deterministic: bool = Tr
              seed: int = EVAL_SEED, device: str = "auto", env_id: str | None = None, agent: str | None = None,
              wandb_mode: str | None = None) -> EvalReport:
     if video:  # before the model loads: gymnasium's RecordVideo needs moviepy to encode the mp4s
-        require("video", "eval --video", "moviepy")
+        require("video", "run.py eval --video", "moviepy")
     cfg, model_path, run_dir = resolve_target(target, env_id, agent)
     n = episodes or cfg.train.eval_episodes
     if n < 1:

@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--floor", nargs="+", default=[], metavar="X|ENV_ID=X",
                    help="also count the seeds whose metric fell below X after first reaching the threshold, "
                         "for every env or per env (CartPole-v1=400: 'never below 400 after first reaching 475')")
+    c.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], metavar="MODE",
+                   help="also log the table (a wandb.Table) and the picture (a wandb.Image) to a new W&B run beside "
+                        "the PNG; offline unless MODE is online (give it after the folders, or with its MODE)")
+    c.add_argument("--project", help="W&B project with --wandb (default: reparl, as the configs' wandb.project)")
+    c.add_argument("--entity", help="W&B entity with --wandb (default: your default entity)")
 
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
@@ -188,8 +193,19 @@ def _sweep(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import time
 
-    from experiments.compare import compare, is_run_dir, markdown_table, parse_per_env, parse_thresholds, parse_until
+    from experiments.compare import (
+        compare,
+        is_run_dir,
+        log_to_wandb,
+        markdown_table,
+        parse_per_env,
+        parse_thresholds,
+        parse_until,
+    )
+    from experiments.config import WandbConfig
 
+    if args.wandb is None and (args.project or args.entity):
+        raise ConfigError("--project and --entity name the W&B run of --wandb; add --wandb (offline) or drop them")
     every, per_env = parse_thresholds(args.threshold)
     until, until_per_env = parse_until(args.until)
     floor, floors = parse_per_env(args.floor, "--floor", float)
@@ -197,6 +213,12 @@ def _compare(args: argparse.Namespace) -> int:
     out = args.out or (first.parent if is_run_dir(first) else first) / time.strftime("compare-%Y%m%d-%H%M%S.png")
     rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, until, until_per_env, floor, floors)
     print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
+    if args.wandb is not None:
+        config = {"paths": [str(p) for p in args.paths], "metric": args.metric, "threshold": args.threshold,
+                  "until": args.until, "floor": args.floor}
+        where = log_to_wandb(rows, png, args.wandb, args.project or WandbConfig.project, args.entity, config)
+        if where is not None:
+            print(f"W&B ({args.wandb}): " + (f"upload later with `{where}`" if args.wandb == "offline" else where))
     return 0
 
 

@@ -134,6 +134,10 @@ class EnvConfig:
     normalize_obs: bool = False
     """Running mean/std normalization of observations (our agents only); the statistics are
     saved as ``obs_rms.json`` in the run folder and applied, frozen, at evaluation."""
+    atari_preprocessing: bool = True
+    """An ``ale-py`` id (``ALE/Breakout-v5``) gets the DQN preprocessing: no-op starts, frame skip 4,
+    84 x 84 grayscale, the last 4 frames stacked (``envs``' module docstring); ``false`` gives the raw
+    ALE env. Other ids ignore it."""
 
 
 @dataclass

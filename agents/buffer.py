@@ -339,7 +339,10 @@ class FrameStore:
         shifted = (b[:, :-1] == a[:, 1:]).all((1, 2))  # a single frame (k = 1) is trivially "shifted"
         fresh_obs = _fresh(a) & ~reused[:, None]
         fresh_next = _fresh(b)
-        fresh_next[shifted, :-1] = False
+        # A shift's new frame is always stored, even if equal to the one before it: pointing it at the
+        # older frame would keep that frame in the stack past ``stack`` adds, older than ``low``.
+        fresh_next[shifted] = False
+        fresh_next[shifted, -1] = True
         fresh = np.concatenate([fresh_obs, fresh_next], 1)
         m = int(fresh.sum())
         numbers = np.full((n, 2 * k), -1, dtype=np.int64)

@@ -11,7 +11,8 @@ would leave ``final_obs`` unnormalized otherwise (it refuses ``SAME_STEP``); the
 skips the reset step in that mode.
 
 Importing ``envs`` registers reparl's own envs: ``reparl/Combinatorial-v0`` and
-``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`).
+``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`), and the suite of combinatorial
+structures ``reparl/CombinatorialChain-v0`` ... (:mod:`envs.combinatorial_suite`).
 
 An id ``mypkg.module:MyEnv-v0`` imports ``mypkg.module`` first, which must register ``MyEnv-v0``
 (Gymnasium's own ``module:EnvId`` convention).
@@ -33,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
 
-from envs import combinatorial  # noqa: F401  (registers the reparl/ envs)
+from envs import combinatorial, combinatorial_suite  # noqa: F401  (registers the reparl/ envs)
 
 __all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "load_obs_normalization", "make_env", "make_vec_env",
            "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]

@@ -68,6 +68,28 @@ def test_bench_quick_cartpole_race(tmp_path: Path) -> None:
     assert "cartpole_fast.yaml" in (out / "bench.md").read_text()
 
 
+def test_bench_quick_pairwise_cost_table(tmp_path: Path) -> None:
+    """The pairwise section alone: every (rank, factors) cell measured in its own process and printed
+    as a table; its FLOP counts (not timings) rise with rank and factors and at most double when F does."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "run.py", "bench", "--quick", "--sections", "pairwise", "--rounds", "1",
+                           "--updates", "3", "--threads", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "bench.json").read_text())
+    assert set(result) >= {"pairwise"} and not set(result) & {"throughput", "scaling", "envs", "cartpole"}
+    cells = {(row["rank"], row["factors"]): row for row in result["pairwise"]}
+    assert set(cells) == {(2, 2), (4, 2), (2, 4), (4, 4)}
+    for (rank, factors), row in cells.items():
+        assert row["ms_per_update"] > 0 and len(row["rounds"]) == 1 and row["rounds"][0]["updates"] == 3
+        assert row["critic_outputs"] == 4 * factors * (1 + rank)
+    for rank in (2, 4):
+        assert 1 < cells[rank, 4]["flops_per_update"] / cells[rank, 2]["flops_per_update"] <= 2
+    for factors in (2, 4):
+        assert cells[4, factors]["flops_per_update"] > cells[2, factors]["flops_per_update"]
+    assert "## Pairwise critic" in proc.stdout and "| factors F | R = 2 | R = 4 |" in (out / "bench.md").read_text()
+
+
 def test_race_column_runs_what_its_config_file_says() -> None:
     """The tuned column is configs/gumbel_sac/cartpole_fast.yaml's agent section, not a copy of it,
     so `run.py train` on that file trains what the race timed."""

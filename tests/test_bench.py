@@ -169,3 +169,38 @@ def test_reference_suite_reads_its_configs_and_passes_the_race_flags() -> None:
     assert pairwise.hp == {"critic": "pairwise", "pairwise_rank": 24, "batch_size": 64}
     ppo = next(j for j in jobs if j.algo == "sb3:PPO")
     assert ppo.hp == SB3_PPO_COMBINATORIAL  # no GumbelSAC override leaks into an SB3 column
+
+
+def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
+    """GumbelSAC and SB3 PPO on each env of the suite at one budget, the threshold 75% of the optimum
+    the env itself states, each job's settings read from its config file (PPO's 8 copies too)."""
+    from envs.combinatorial_suite import SUITE
+    from experiments.config import load_config
+    from experiments.research.learning_bench import COMBINATORIAL_ENVS, CRITIC_FORMS, SB3_PPO_COMBINATORIAL, build_jobs
+
+    jobs = build_jobs("combinatorial", [0])
+    env_ids = {"reparl/Combinatorial-v0", "reparl/CombinatorialMasked-v0", *(f"reparl/{n}-v0" for n in SUITE)}
+    assert set(COMBINATORIAL_ENVS) == env_ids
+    assert {(j.algo, j.env_id) for j in jobs} == {(a, e) for a in ("GumbelSAC", "sb3:PPO") for e in env_ids}
+    assert len({j.total for j in jobs}) == 1
+    # The ring's optimum, 16, is its module's docstring's (tests/test_combinatorial.py).
+    optimum = {"reparl/Combinatorial-v0": 16.0, "reparl/CombinatorialMasked-v0": 16.0,
+               **{f"reparl/{n}-v0": cls().optimal_return() for n, cls in SUITE.items()}}
+    for job in jobs:
+        assert job.threshold == 0.75 * optimum[job.env_id]
+        cfg = load_config(REPO / "configs" / job.config)
+        assert (cfg.env.id, cfg.agent.name) == (job.env_id, "PPO" if job.algo == "sb3:PPO" else "GumbelSAC")
+        if job.algo == "sb3:PPO":
+            assert job.hp == SB3_PPO_COMBINATORIAL == {"n_envs": cfg.env.n_envs}
+        else:
+            assert job.hp == cfg.agent.hyperparameters
+    forms = build_jobs("combinatorial", [0, 1], only=["GumbelSAC"], overrides={"batch_size": 64},
+                       variants=CRITIC_FORMS)
+    assert len(forms) == 2 * len(env_ids) * len(CRITIC_FORMS)
+    chain = {j.name: j.hp for j in forms if j.env_id == "reparl/CombinatorialChain-v0" and j.seed == 1}
+    assert chain["GumbelSAC pairwise r64"] == {"critic": "pairwise", "pairwise_rank": 64, "batch_size": 64}
+    assert chain["GumbelSAC heads"] == {"critic": "heads", "batch_size": 64}
+    ring = {j.name: j.hp for j in forms if j.env_id == "reparl/Combinatorial-v0"}
+    assert ring["GumbelSAC joint"]["critic"] == "joint" and ring["GumbelSAC heads"]["critic"] == "heads"
+    ppo = build_jobs("combinatorial", [0], only=["SB3 PPO (defaults, 8 envs)"], variants=CRITIC_FORMS)
+    assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)

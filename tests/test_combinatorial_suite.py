@@ -329,6 +329,29 @@ def test_masked_assign_masks_follow_sb3_contrib() -> None:
             obs, info = env.reset()
 
 
+class AssertAllowed(gym.Wrapper):
+    """Fails the test at the first forbidden choice the env receives."""
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        inner = self.env.unwrapped
+        assert inner.mask[np.arange(inner.slots), np.asarray(action)].all(), (action, inner.mask.astype(int))
+        return self.env.step(action)
+
+
+def test_gumbel_sac_never_takes_a_masked_item() -> None:
+    """The agent reads action_masks() through the vector env, in the warm-up and from its policy."""
+    from agents import GumbelSAC
+    from experiments.evaluation import evaluate, make_eval_env
+
+    env_id = "reparl/CombinatorialAssignMasked-v0"
+    agent = GumbelSAC(make_eval_env(env_id, 2, wrappers=[AssertAllowed]), net_arch=[32, 32], batch_size=32,
+                      learning_starts=100, buffer_size=1_000, seed=0, device="cpu", critic="pairwise",
+                      pairwise_rank=4).learn(300)
+    assert agent.num_updates > 0
+    result = evaluate(agent, make_eval_env(env_id, 2, wrappers=[AssertAllowed]), n_episodes=2, seed=1)
+    assert (result.returns > 0).all()
+
+
 def test_plan_observation_shows_the_unlocked_factors() -> None:
     env = CombinatorialPlan()
     obs, _ = env.reset(seed=0)

@@ -60,8 +60,8 @@ class StructuredTask(gym.Env):
     """The skeleton every task shares: a MultiDiscrete action, observation = features + t / horizon,
     ``horizon`` steps then termination. A task defines ``_draw`` (the state of step ``self.t``),
     ``_features``, ``rewards`` (a pure function of the state and a batch of actions ``(..., F)``, so
-    tests can enumerate every joint action) and ``optimal_action``;
-    ``_carry`` keeps what an action leaves for later steps (Plan's unlocked factors)."""
+    tests can enumerate every joint action), ``optimal_action``, and the returns its docstring
+    derives; ``_carry`` keeps what an action leaves for later steps (Plan's unlocked factors)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 
@@ -86,6 +86,14 @@ class StructuredTask(gym.Env):
         return float(self.rewards(np.asarray(action)[None])[0])
 
     def optimal_action(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def optimal_return(self) -> float:
+        """The best expected episode return."""
+        raise NotImplementedError
+
+    def random_return(self) -> float:
+        """The uniform policy's expected episode return (over the allowed choices where masked)."""
         raise NotImplementedError
 
     def _carry(self, action: np.ndarray) -> None:

@@ -173,9 +173,11 @@ def _median_seconds(rs: list[dict[str, Any]]) -> str:
 
 
 def summarize(results: list[dict[str, Any]]) -> str:
+    from experiments.compare import bootstrap_ci, iqm
+
     rows = ["| agent | env | seeds | first step ≥ threshold (per seed) | median | final (per seed) | "
-            "min after first | wall s (median) | train s to threshold (median) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "final IQM [95% CI] | min after first | wall s (median) | train s to threshold (median) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["name"], r["env_id"]), []).append(r)
@@ -184,12 +186,15 @@ def summarize(results: list[dict[str, Any]]) -> str:
         firsts = [r["first"] for r in rs]
         reached = sorted(f if f is not None else float("inf") for f in firsts)
         med = float(np.median(reached))  # inf ("never") when the middle seed never got there
-        finals = ", ".join(f"{r['final']:.0f}" for r in rs)
-        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.0f}" for r in rs)
+        finals = ", ".join(f"{r['final']:.1f}" for r in rs)
+        values = np.array([r["final"] for r in rs], dtype=float)
+        low, high = bootstrap_ci(values) if len(values) > 1 else (values[0], values[0])
+        iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]"
+        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.1f}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
                     f"{'never' if med == float('inf') else f'{med / 1000:g}k'} | "
-                    f"{finals} | {mins} | "
+                    f"{finals} | {iqm_cell} | {mins} | "
                     f"{np.median([r['wall_s'] for r in rs]):.0f} | {_median_seconds(rs)} |")
     return "\n".join(rows)
 
@@ -228,7 +233,10 @@ SUITES: dict[str, list[Job]] = {
                     # No masks for PPO on the masked envs (that is sb3-contrib's MaskablePPO, not a
                     # dependency): the masks are in its observation, and a forbidden choice pays 0.
                     Job("SB3 PPO (defaults, 8 envs)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
-                        COMBINATORIAL_FRACTION * optimum, config=f"baselines/ppo_{name}.yaml"))
+                        COMBINATORIAL_FRACTION * optimum, config=f"baselines/ppo_{name}.yaml"),
+                    # One copy: 2,048-step rollouts, so PPO updates ~24 times in 50k steps rather than 3.
+                    Job("SB3 PPO (defaults, 1 env)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
+                        COMBINATORIAL_FRACTION * optimum))
     ],
 }
 

@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
 
+import envs.hybrid  # noqa: F401  (registers Platform-v0, Goal-v0 and other hybrid-action ids: envs/hybrid.py)
 from envs import combinatorial  # noqa: F401  (registers the reparl/ envs)
 
 __all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "load_obs_normalization", "make_env", "make_vec_env",

@@ -18,6 +18,7 @@ is refused with a one-line error saying which form to use (:func:`hybrid_parts`)
 Importing this module registers reparl's hybrid envs (entry points are strings, so an env's module
 is imported only when it is made):
 
+* ``reparl/Platform-v0`` (:mod:`envs.platform`) and ``reparl/Goal-v0`` (:mod:`envs.goal`),
 * ``reparl/HybridTarget-v0`` (:mod:`envs.hybrid_target`): a one-step env with a closed-form optimum,
   for unit tests.
 """
@@ -91,7 +92,10 @@ def hybrid_parts(space: spaces.Space) -> HybridParts:
     return HybridParts(n, int(choice.start), (box,) * n, shared=True)
 
 
-_IDS = {"HybridTarget": ("envs.hybrid_target:HybridTarget", None)}
+# Platform: MP-DQN's training loop caps an episode at 250 actions; the env itself has no limit
+# (a player standing still on the last platform meets no enemy).
+_IDS = {"Platform": ("envs.platform:Platform", 250), "Goal": ("envs.goal:Goal", None),
+        "HybridTarget": ("envs.hybrid_target:HybridTarget", None)}
 for _name, (_entry, _limit) in _IDS.items():
     if f"reparl/{_name}-v0" not in gym.registry:
         gym.register(f"reparl/{_name}-v0", entry_point=_entry, max_episode_steps=_limit)

@@ -1,6 +1,6 @@
-"""The hybrid action convention (envs/hybrid.py) and its envs: the physics of Platform and Goal
-against hand-worked cases, the one-step target env's closed-form optimum, Gymnasium's env checker
-on every id."""
+"""The hybrid action convention (envs/hybrid.py), its envs and the Box relaxation: the physics of
+Platform and Goal against hand-worked cases, the one-step target env's closed-form optimum,
+Gymnasium's env checker on every id."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from scipy import integrate, stats
 
 import envs  # noqa: F401  (registers the ids)
 from envs import goal, hybrid_target, platform
-from envs.hybrid import hybrid_parts
+from envs.hybrid import RelaxedHybridAction, hybrid_parts
 
-IDS = ["reparl/Platform-v0", "reparl/Goal-v0", "reparl/HybridTarget-v0"]
+IDS = ["reparl/Platform-v0", "reparl/Goal-v0", "reparl/HybridTarget-v0", "reparl/PlatformRelaxed-v0",
+       "reparl/GoalRelaxed-v0", "reparl/HybridTargetRelaxed-v0"]
 BOX = spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
 
 
@@ -285,3 +286,27 @@ def test_the_shared_form_reads_one_box() -> None:
     k, x, r = hybrid_target.optimum(s)
     _, reward, _, _, _ = env.step((k, np.array([x], dtype=np.float64)))
     assert reward == pytest.approx(r, abs=1e-9)
+
+
+# ------------------------------------------------------------------------------ the Box relaxation
+def test_the_relaxation_picks_the_argmax_and_rescales_each_box() -> None:
+    env = RelaxedHybridAction(platform.Platform())
+    assert env.action_space == spaces.Box(-1.0, 1.0, (6,), dtype=np.float32)
+    k, params = env.action(np.array([0.1, 0.9, -0.3, -1.0, 0.0, 1.0]))
+    assert k == 1 and [float(p[0]) for p in params] == [0.0, 360.0, 430.0]
+    assert env.env.action_space.contains((k, params))
+
+
+def test_the_relaxation_of_the_shared_form_has_one_set_of_parameters() -> None:
+    env = RelaxedHybridAction(hybrid_target.HybridTarget(shared=True))
+    assert env.action_space.shape == (3 + 1,)
+    k, x = env.action(np.array([-1.0, -0.5, 0.2, 0.5]))
+    assert k == 2 and x.shape == (1,) and float(x[0]) == pytest.approx(1.0)
+
+
+def test_sb3_checks_and_learns_on_a_relaxed_id() -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    sb3_check_env(gym.make("reparl/PlatformRelaxed-v0"), warn=False)
+    PPO("MlpPolicy", "reparl/HybridTargetRelaxed-v0", n_steps=64, batch_size=64, seed=0).learn(128)

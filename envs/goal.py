@@ -110,12 +110,14 @@ class Goal(gym.Env):
     """The Robot Soccer Goal domain. ``noise`` scales every random perturbation (0: deterministic
     dynamics; the striker's starting height stays random); ``kick_to_xy`` see the module docstring."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, noise: float = 1.0, kick_to_xy: bool = False) -> None:
+    def __init__(self, noise: float = 1.0, kick_to_xy: bool = False, render_mode: str | None = None) -> None:
         if not noise >= 0:
             raise ValueError(f"noise must be >= 0 (a scale of the published noise); got {noise}")
-        self.noise, self.kick_to_xy = float(noise), bool(kick_to_xy)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"Goal renders only render_mode='rgb_array' (or None); got {render_mode!r}")
+        self.noise, self.kick_to_xy, self.render_mode = float(noise), bool(kick_to_xy), render_mode
         self.action_space = spaces.Tuple((
             spaces.Discrete(3),
             spaces.Tuple(tuple(spaces.Box(lo.astype(np.float32), hi.astype(np.float32), dtype=np.float32)
@@ -256,6 +258,34 @@ class Goal(gym.Env):
         if self.keeper.distance(self.ball) < CATCHABLE or not (0 <= x <= GOAL_X and abs(y) <= PITCH_WIDTH / 2):
             return -self.goal_distance(), True
         return 0.0, False
+
+    def render(self) -> np.ndarray | None:
+        """The pitch after the last action (its substeps are not drawn): the goal and its area in
+        white, the striker blue, the keeper red (its catching range pale), the ball black; 12 pixels
+        per unit."""
+        if self.render_mode != "rgb_array":
+            return None
+        scale = 12
+        width, height = int((GOAL_X + GOAL_DEPTH + 1) * scale), int(PITCH_WIDTH * scale)
+        frame = np.empty((height, width, 3), dtype=np.uint8)
+        frame[:] = (40, 130, 40)
+        rows, cols = np.ogrid[:height, :width]
+        x, y = (cols + 0.5) / scale, PITCH_WIDTH / 2 - (rows + 0.5) / scale  # each pixel's centre
+
+        def paint(mask: np.ndarray, colour: tuple[int, int, int]) -> None:
+            frame[np.broadcast_to(mask, (height, width))] = colour
+
+        line = 1.0 / scale
+        paint((abs(x - GOAL_X) < line) & (abs(y) <= PITCH_WIDTH / 2), (255, 255, 255))
+        box = GOAL_X - GOAL_AREA_LENGTH
+        paint((abs(x - box) < line) & (abs(y) <= GOAL_AREA_WIDTH / 2), (255, 255, 255))
+        paint((x >= box) & (x <= GOAL_X) & (abs(abs(y) - GOAL_AREA_WIDTH / 2) < line), (255, 255, 255))
+        paint((x > GOAL_X) & (x <= GOAL_X + GOAL_DEPTH) & (abs(y) <= GOAL_WIDTH / 2), (220, 220, 220))
+        for body, radius, colour in ((self.keeper, CATCHABLE, (120, 170, 120)), (self.striker, self.striker.size,
+                                     (40, 80, 200)), (self.keeper, self.keeper.size, (200, 40, 40)),
+                                     (self.ball, self.ball.size, (10, 10, 10))):
+            paint((x - body.pos[0]) ** 2 + (y - body.pos[1]) ** 2 <= radius**2, colour)
+        return frame
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         k, params = action

@@ -74,12 +74,14 @@ def overlapping(ax: float, ay: float, aw: float, ah: float, bx: float, by: float
 class Platform(gym.Env):
     """The Platform domain. ``noise`` scales every random perturbation (0: deterministic)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, noise: float = 1.0) -> None:
+    def __init__(self, noise: float = 1.0, render_mode: str | None = None) -> None:
         if not noise >= 0:
             raise ValueError(f"noise must be >= 0 (a scale of the published noise); got {noise}")
-        self.noise = float(noise)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"Platform renders only render_mode='rgb_array' (or None); got {render_mode!r}")
+        self.noise, self.render_mode = float(noise), render_mode
         self.action_space = spaces.Tuple((
             spaces.Discrete(3),
             spaces.Tuple(tuple(spaces.Box(0.0, high, (1,), dtype=np.float32) for high in PARAM_HIGH))))
@@ -178,6 +180,25 @@ class Platform(gym.Env):
         self.substeps += 1
         hit = any(overlapping(self.x, self.y, WIDTH, HEIGHT, ex, PLATFORM_HEIGHT, WIDTH, HEIGHT) for ex in self.enemy_x)
         return self.y < PLATFORM_HEIGHT or hit or self.x >= RIGHT_EDGE
+
+    def render(self) -> np.ndarray | None:
+        """The scene after the last action (its substeps are not drawn): platforms grey, enemies red,
+        the player blue, 0.6 pixels per unit."""
+        if self.render_mode != "rgb_array":
+            return None
+        scale, height = 0.6, 120
+        frame = np.full((height, int(RIGHT_EDGE * scale) + 4, 3), 235, dtype=np.uint8)
+
+        def fill(x: float, y: float, w: float, h: float, colour: tuple[int, int, int]) -> None:
+            top, bottom = height - 10 - int((y + h) * scale), height - 10 - int(y * scale)
+            frame[max(top, 0):max(bottom, 0), max(int(x * scale) + 2, 0):int((x + w) * scale) + 2] = colour
+
+        for x0, w in PLATFORMS:
+            fill(x0, 0.0, w, PLATFORM_HEIGHT, (120, 120, 120))
+        for ex in self.enemy_x:
+            fill(ex, PLATFORM_HEIGHT, WIDTH, HEIGHT, (200, 40, 40))
+        fill(self.x, self.y, WIDTH, HEIGHT, (40, 80, 200))
+        return frame
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         k, params = action

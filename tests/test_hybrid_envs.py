@@ -310,3 +310,16 @@ def test_sb3_checks_and_learns_on_a_relaxed_id() -> None:
 
     sb3_check_env(gym.make("reparl/PlatformRelaxed-v0"), warn=False)
     PPO("MlpPolicy", "reparl/HybridTargetRelaxed-v0", n_steps=64, batch_size=64, seed=0).learn(128)
+
+
+@pytest.mark.parametrize(("env_id", "cls", "shape"), [("reparl/Platform-v0", platform.Platform, (120, 625, 3)),
+                                                      ("reparl/Goal-v0", goal.Goal, (360, 281, 3))])
+def test_rgb_array_frames_show_the_bodies(env_id: str, cls: type, shape: tuple[int, ...]) -> None:
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == shape and frame.dtype == np.uint8
+    for colour in ((40, 80, 200), (200, 40, 40)):  # the player (striker) and an enemy (the keeper)
+        assert (frame == colour).all(-1).any()
+    with pytest.raises(ValueError, match="rgb_array"):
+        cls(render_mode="human")

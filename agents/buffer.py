@@ -147,9 +147,10 @@ class ReplayBuffer:
 
     @staticmethod
     def nbytes_for(capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                   mask_size: int | None = None) -> int:
+                   mask_size: int | None = None, obs_dtype: torch.dtype = torch.float32) -> int:
         """Bytes the buffer will allocate, so a config can be refused before it runs."""
-        per = 2 * 4 * int(np.prod(obs_shape)) + 8 * int(np.prod(action_shape)) + 3 * 4 + 2 * (mask_size or 0)
+        obs_bytes = torch.empty((), dtype=obs_dtype).element_size() * int(np.prod(obs_shape))
+        per = 2 * obs_bytes + 8 * int(np.prod(action_shape)) + 3 * 4 + 2 * (mask_size or 0)
         return capacity * per
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from agents.env_state import env_state, jsonify, numpy_state, set_env_state, tuplify
 from agents.header import HeaderError, check_header, short
+from agents.hyperparameters import custom_encoder, hparams_json
 from agents.spaces import same_spaces, space_from_json, space_to_json
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ def state_tensors(agent: SoftActorCritic) -> tuple[dict[str, Tensor], dict[str, 
         for idx, st in sd["state"].items():
             for k, v in st.items():
                 tensors[f"optim.{name}.{idx}.{k}"] = v.reshape(-1) if v.dim() == 0 else v
-    meta = {"format": FORMAT, "agent": type(agent).__name__, "hparams": agent.hparams,
+    meta = {"format": FORMAT, "agent": type(agent).__name__, "hparams": hparams_json(agent.hparams),
+            "features_dim": agent.obs_dim,
             "observation_space": space_to_json(agent.observation_space),
             "action_space": space_to_json(agent.action_space), "num_timesteps": agent.num_timesteps,
             "num_updates": agent.num_updates, "optimizers": optim_meta, "extra": agent._extra_state(),
@@ -164,6 +166,7 @@ def load_model(cls: type[SoftActorCritic], path: str | Path, env: Any, device: s
 def _build(cls: type[SoftActorCritic], path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any],
            env: Any, device: str, overrides: dict[str, Any]) -> SoftActorCritic:
     hp = {**meta["hparams"], "device": device, **overrides}
+    hp["encoder"] = custom_encoder(meta["hparams"], overrides.get("encoder"), str(path))
     obs_space, act_space = space_from_json(meta["observation_space"]), space_from_json(meta["action_space"])
     if env is not None:
         agent = cls(env, **hp)
@@ -245,11 +248,11 @@ def _restore(agent: SoftActorCritic, path: str | Path, tensors: dict[str, Tensor
              changed: Collection[str]) -> None:
     # A key the checkpoint predates ran with its behaviour_before value, or else today's default.
     saved = {k: meta["hparams"].get(k, agent.behaviour_before.get(k, agent.defaults[k])) for k in agent.hparams}
-    differ = sorted(k for k in agent.hparams if k not in {"device", "compile", *changed}
-                    and saved[k] != agent.hparams[k])
+    mine = hparams_json(agent.hparams)
+    differ = sorted(k for k in mine if k not in {"device", "compile", *changed} and saved[k] != mine[k])
     if differ:
         raise ValueError(f"{path} was written with other hyperparameters: "
-                         + ", ".join(f"{k}={saved[k]!r} (here {agent.hparams[k]!r})" for k in differ))
+                         + ", ".join(f"{k}={saved[k]!r} (here {mine[k]!r})" for k in differ))
     load_state_tensors(agent, tensors, meta, source=str(path))
     if changed:  # the optimizers' saved groups carry the old rates
         for name, lr in agent._learning_rates().items():

@@ -21,6 +21,8 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from agents.distributions import MASKED_LOGIT
+from agents.encoders import is_image
+from agents.spaces import stored_layout
 
 if TYPE_CHECKING:
     from agents.sac import SoftActorCritic
@@ -34,6 +36,11 @@ class _Observation(nn.Module):
 
     def __init__(self, space: spaces.Space, normalization: dict[str, Any] | None) -> None:
         super().__init__()
+        if isinstance(space, spaces.Dict):
+            raise ValueError("export takes one observation tensor; a Dict observation space has several. Export "
+                             "agent.policy yourself (torch.export takes a dict of tensors)")
+        # An image goes in as the env gives it (uint8): the policy's encoder scales it (agents.encoders).
+        self.image = is_image(space)
         self.n = int(space.n) if isinstance(space, spaces.Discrete) else 0
         self.start = int(space.start) if isinstance(space, spaces.Discrete) else 0
         shape = (int(np.prod(space.shape)),) if not self.n else (self.n,)
@@ -46,6 +53,8 @@ class _Observation(nn.Module):
         self.register_buffer("scale", scale)
 
     def forward(self, obs: Tensor) -> Tensor:
+        if self.image:
+            return obs
         if self.n:
             return nn.functional.one_hot(obs.long().reshape(-1) - self.start, self.n).float()
         return (obs.reshape(obs.shape[0], -1).float() - self.mean) * self.scale
@@ -107,7 +116,7 @@ def policy_module(agent: SoftActorCritic, normalization: dict[str, Any] | None =
 def example_inputs(agent: SoftActorCritic, batch: int = 2) -> tuple[Tensor, ...]:
     space = agent.observation_space
     obs = torch.zeros((batch,), dtype=torch.long) + int(space.start) if isinstance(space, spaces.Discrete) \
-        else torch.zeros((batch, *space.shape), dtype=torch.float32)
+        else torch.zeros((batch, *space.shape), dtype=stored_layout(space)[1] if is_image(space) else torch.float32)
     if agent.head.mask_size is None:
         return (obs,)
     return obs, torch.ones((batch, agent.head.mask_size), dtype=torch.bool)

@@ -33,4 +33,5 @@ class GaussianSAC(SoftActorCritic):
 
     def _make_policy(self) -> nn.Module:
         hp = self.hparams
-        return GaussianPolicy(self.obs_dim, self.head.dim, hp["net_arch"], hp["relu_subgradient"])
+        return GaussianPolicy(self.obs_dim, self.head.dim, hp["net_arch"], hp["relu_subgradient"],
+                              encoder=self._make_encoder())

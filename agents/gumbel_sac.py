@@ -136,7 +136,8 @@ class GumbelSAC(SoftActorCritic):
 
     def _make_policy(self) -> nn.Module:
         hp = self.hparams
-        return CategoricalPolicy(self.obs_dim, self.head.nvec, hp["net_arch"], hp["relu_subgradient"])
+        return CategoricalPolicy(self.obs_dim, self.head.nvec, hp["net_arch"], hp["relu_subgradient"],
+                                 encoder=self._make_encoder())
 
     def current_temperature(self) -> float:
         hp = self.hparams

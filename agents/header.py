@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.hyperparameters import CUSTOM_ENCODER
+
 MAX_ELEMENTS = 10**6
 """Elements of a Box, and choices of a Discrete or one MultiDiscrete factor: far beyond any env
 reparl's networks can learn on, and small enough that a header cannot ask for gigabytes."""
@@ -25,6 +27,8 @@ MAX_WIDTH = 2**20
 MAX_LAYERS = 64
 MAX_STR = 200
 MAX_COUNTER = 2**62
+MAX_KEYS = 32
+"""Keys of a Dict observation space."""
 OPTIMIZERS = ("actor", "critic", "alpha")
 """The names :meth:`agents.sac.SoftActorCritic.optimizers` returns."""
 BOX_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
@@ -101,6 +105,15 @@ def check_hparams(path: str | Path, cls: type, hp: Any) -> dict[str, Any]:
         raise HeaderError(path, "hparams", f"unknown hyperparameter {short(unknown[0])} for {cls.__name__}")
     for k, v in hp.items():
         types = _hparam_types(cls.defaults[k], k)
+        if k == "encoder_kwargs":
+            ok = v is None or (isinstance(v, dict) and len(v) <= 16 and all(
+                isinstance(a, str) and len(a) <= 64 and (_scalar(b) or (isinstance(b, list) and len(b) <= 16
+                                                                        and all(_scalar(x) for x in b)))
+                for a, b in v.items()))
+            if not ok:
+                raise HeaderError(path, "hparams.encoder_kwargs", f"expected null or an object of at most 16 plain "
+                                  f"values or short lists, got {short(v)}")
+            continue
         if k == "net_arch":
             ok = isinstance(v, list) and 1 <= len(v) <= MAX_LAYERS and all(_int(w) and 1 <= w <= MAX_WIDTH for w in v)
             if not ok:
@@ -112,8 +125,13 @@ def check_hparams(path: str | Path, cls: type, hp: Any) -> dict[str, Any]:
             names = " | ".join("null" if t is type(None) else t.__name__ for t in types)
             raise HeaderError(path, f"hparams.{k}", f"expected {names}, got {type(v).__name__} {short(v)}")
     merged = {**cls.defaults, **hp}
+    custom = isinstance(merged["encoder"], str) and merged["encoder"].startswith(CUSTOM_ENCODER)
+    if custom and not merged["encoder"][len(CUSTOM_ENCODER):].isidentifier():
+        raise HeaderError(path, "hparams.encoder", f"expected a class name after {CUSTOM_ENCODER!r}, got "
+                          f"{short(merged['encoder'])}")
     try:
-        cls.validate_hyperparameters(merged)
+        # A user's encoder class is checked when load receives it; the rest as the agent checks them.
+        cls.validate_hyperparameters({**merged, "encoder": "auto"} if custom else merged)
     except (ValueError, TypeError) as e:
         raise HeaderError(path, "hparams", str(e)[:300]) from None
     return merged
@@ -123,6 +141,15 @@ def check_space(path: str | Path, field: str, d: Any) -> None:
     if not isinstance(d, dict):
         raise HeaderError(path, field, f"expected an object, got {type(d).__name__}")
     kind = d.get("type")
+    if kind == "Dict" and "." not in field:
+        subs = d.get("spaces")
+        if not (isinstance(subs, dict) and 1 <= len(subs) <= MAX_KEYS):
+            raise HeaderError(path, f"{field}.spaces", f"expected 1 to {MAX_KEYS} named spaces, got {short(subs)}")
+        for key, sub in subs.items():
+            if not (isinstance(key, str) and 0 < len(key) <= 64 and key.isprintable() and "." not in key):
+                raise HeaderError(path, f"{field}.spaces", f"key {short(key)} is not a short printable name")
+            check_space(path, f"{field}.{key}", sub)
+        return
     if kind == "Discrete":
         if not (_int(d.get("n")) and 1 <= d["n"] <= MAX_ELEMENTS):
             raise HeaderError(path, f"{field}.n",
@@ -161,14 +188,31 @@ def check_space(path: str | Path, field: str, d: Any) -> None:
         raise HeaderError(path, f"{field}.type", f"expected Discrete, MultiDiscrete or Box, got {short(kind)}")
 
 
-def _obs_dim(d: dict[str, Any]) -> int:
-    return math.prod(d["shape"]) if d["type"] == "Box" else d["n"] if d["type"] == "Discrete" else -1
+def _encoder(path: str | Path, hp: dict[str, Any], obs: dict[str, Any],
+             features: int | None) -> tuple[int, dict[str, tuple] | None]:
+    """(features_dim, the encoder's parameter shapes): a built-in encoder built on the meta device
+    (no memory; the space's sizes are bounded above), or a user's class, whose width the file records
+    and whose tensors load() matches against the class it is given (None: not known here)."""
+    from agents.encoders import encoder_shapes
+    from agents.spaces import space_from_json
+
+    if isinstance(hp["encoder"], str) and hp["encoder"].startswith(CUSTOM_ENCODER):
+        if features is None:
+            raise HeaderError(path, "features_dim", "a model with a custom encoder must record its features_dim")
+        return features, None
+    try:
+        return encoder_shapes(space_from_json(obs), hp["encoder"], hp["encoder_kwargs"])
+    except (ValueError, TypeError) as e:
+        raise HeaderError(path, "hparams.encoder_kwargs", str(e)[:200]) from None
 
 
-def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: dict[str, Any]) -> dict[str, tuple]:
+def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: dict[str, Any],
+                    path: str | Path = "", features: int | None = None) -> dict[str, tuple | None]:
     """The parameter shapes the agent would build from these hyperparameters and spaces, without
-    building it (the arithmetic of agents.networks and the heads' ``critic_dims``)."""
-    obs_dim, arch, n = _obs_dim(obs), list(hp["net_arch"]), hp["n_critics"]
+    allocating it (the arithmetic of agents.networks and the heads' ``critic_dims``; encoders on the
+    meta device). A value None: any tensors under that prefix (a user's encoder)."""
+    obs_dim, enc = _encoder(path, hp, obs, features)
+    arch, n = list(hp["net_arch"]), hp["n_critics"]
     if agent == "GaussianSAC":
         act_dim = act["shape"][0] if act["type"] == "Box" and len(act["shape"]) == 1 else -1
         policy_out, critic_in, critic_out = 2 * act_dim, obs_dim + act_dim, 1
@@ -180,6 +224,12 @@ def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: di
         critic_in, critic_out = {"heads": (obs_dim, total), "joint": (obs_dim + total, 1),
                                  "pairwise": (obs_dim, total * (1 + hp["pairwise_rank"]))}[form]
     shapes: dict[str, tuple] = {}
+    shapes: dict[str, tuple | None] = {}
+    for name in ("policy", "critic", "critic_target"):
+        if enc is None:
+            shapes[f"{name}.encoder."] = None
+        else:
+            shapes.update({f"{name}.encoder.{k}": v for k, v in enc.items()})
     dims = [obs_dim, *arch, policy_out]
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         shapes[f"policy.net.{2 * i}.weight"], shapes[f"policy.net.{2 * i}.bias"] = (b, a), (b,)
@@ -219,16 +269,20 @@ def _check_optimizers(path: str | Path, opt: Any) -> None:
 _OPTIM_TENSOR = re.compile(r"optim\.(actor|critic|alpha)\.(\d{1,4})\.(step|exp_avg|exp_avg_sq|max_exp_avg_sq)")
 
 
-def _check_tensors(path: str | Path, expected: dict[str, tuple], shapes: Mapping[str, tuple]) -> None:
+def _check_tensors(path: str | Path, expected: dict[str, tuple | None], shapes: Mapping[str, tuple]) -> None:
     """Every network tensor the header implies, present with that shape, and no other: the agent
     built from this header allocates exactly what the file holds."""
+    anything = tuple(k for k, shape in expected.items() if shape is None)  # a user's encoder: load() checks it
     for k, shape in expected.items():
+        if shape is None:
+            continue
         if k not in shapes:
             raise HeaderError(path, "hparams.net_arch/spaces", f"imply a tensor {short(k, 60)} the file lacks")
         if tuple(shapes[k]) != tuple(shape):
             raise HeaderError(path, "hparams.net_arch/spaces", f"imply {k} of shape {short(tuple(shape))}, but the "
                               f"file's is {short(tuple(shapes[k]))}")
-    extra = sorted(k for k in shapes if k.split(".")[0] in ("policy", "critic", "critic_target") and k not in expected)
+    extra = sorted(k for k in shapes if k.split(".")[0] in ("policy", "critic", "critic_target") and k not in expected
+                   and not k.startswith(anything))
     if extra:
         raise HeaderError(path, "hparams.net_arch/spaces", f"do not imply the file's tensor {short(extra[0], 60)}")
     bad = sorted(k for k in shapes if k.startswith("optim.") and not _OPTIM_TENSOR.fullmatch(k))
@@ -321,8 +375,11 @@ def check_header(meta: dict[str, Any], path: str | Path, shapes: Mapping[str, tu
     hp = check_hparams(path, AGENTS[name], meta.get("hparams"))
     for field in ("observation_space", "action_space"):
         check_space(path, field, meta.get(field))
-    if meta["observation_space"]["type"] not in ("Box", "Discrete"):
-        raise HeaderError(path, "observation_space.type", "expected Box or Discrete")
+    if meta["observation_space"]["type"] not in ("Box", "Discrete", "Dict"):
+        raise HeaderError(path, "observation_space.type", "expected Box, Discrete or Dict")
+    features = meta.get("features_dim")
+    if not (features is None or (_int(features) and 1 <= features <= MAX_ELEMENTS)):
+        raise HeaderError(path, "features_dim", f"expected an integer in [1, {MAX_ELEMENTS}], got {short(features)}")
     for field in ("num_timesteps", "num_updates"):
         v = meta.get(field, 0 if field == "num_updates" else None)
         if not (_int(v) and 0 <= v < MAX_COUNTER):
@@ -338,4 +395,5 @@ def check_header(meta: dict[str, Any], path: str | Path, shapes: Mapping[str, tu
     if "checkpoint" in meta:
         _check_resume(path, meta["checkpoint"])
     if shapes is not None:
-        _check_tensors(path, expected_shapes(name, hp, meta["observation_space"], meta["action_space"]), shapes)
+        _check_tensors(path, expected_shapes(name, hp, meta["observation_space"], meta["action_space"], path,
+                                             features), shapes)

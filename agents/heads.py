@@ -13,6 +13,8 @@ action. The update (:mod:`agents.update`) is written once against this small int
 
 ``critic`` is any callable ``x -> (N, B, out)``: the ensemble evaluated with some parameters (the
 update passes its functional calls, so the actor objective never reaches the critic's weights).
+``obs`` is what the critic's encoder made of the observations (:mod:`agents.encoders`): the flat
+observation itself for vector spaces, CNN features for images.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.encoders import ENCODER_KINDS
+
 DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-4, "alpha_learning_rate": None, "critic_learning_rate": 1e-3, "buffer_size": 1_000_000,
     "learning_starts": 1000, "batch_size": 256, "gamma": 0.99, "n_step": 1, "target_update_rate": 0.005,
@@ -11,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     "critic_layer_norm": False, "alpha": 1.0, "learn_alpha": True, "target_entropy": None,
     "backup_entropy": True, "prioritized_replay": 0.0, "priority_beta": 0.4, "relu_subgradient": 0.0,
     "diagnostic_interval": 1000,
+    # The observation encoder (agents.encoders): "auto" picks it from the observation space.
+    "encoder": "auto", "encoder_kwargs": None,
     # The whole update compiled: 2.1x SB3 SAC's updates/s where its eager form gives 0.84x
     # (benchmarks/archive/update_paths.md).
     "compile": True,
@@ -63,8 +67,39 @@ def check_shared(hp: dict[str, Any]) -> None:
         "diagnostic_interval": (is_int(hp["diagnostic_interval"]) and hp["diagnostic_interval"] >= 0,
                                 "an integer >= 0 (0 turns the diagnostics off)"),
         "n_envs": (hp["n_envs"] >= 1, ">= 1"),
+        "encoder": (hp["encoder"] in ENCODER_KINDS or isinstance(hp["encoder"], type),
+                    f"one of {ENCODER_KINDS}, or (from Python) a torch.nn.Module subclass"),
+        "encoder_kwargs": (hp["encoder_kwargs"] is None or isinstance(hp["encoder_kwargs"], dict),
+                           "null or a mapping of the encoder's settings"),
         "net_arch": (len(hp["net_arch"]) >= 1 and min(hp["net_arch"]) >= 1, "a non-empty list of widths >= 1"),
     }
     bad = [f"{k}={hp[k]!r} (must be {allowed})" for k, (ok, allowed) in checks.items() if not ok]
     if bad:
         raise ValueError("invalid hyperparameters: " + ", ".join(bad))
+
+
+CUSTOM_ENCODER = "custom:"
+"""How a model file records a user's encoder class: by name only (``custom:MyEncoder``); ``load`` needs
+the class itself (``encoder=MyEncoder``) and never imports a name read from a file."""
+
+
+def hparams_json(hp: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters as a model file records them: a custom encoder class by its name."""
+    enc = hp.get("encoder")
+    return {**hp, "encoder": CUSTOM_ENCODER + enc.__name__} if isinstance(enc, type) else dict(hp)
+
+
+def custom_encoder(saved: dict[str, Any], given: Any, path: str) -> Any:
+    """The encoder to rebuild a saved agent with: the saved kind, or the user's class whose name the file
+    recorded, which ``load`` must receive as ``encoder=``."""
+    name = saved.get("encoder")
+    if not (isinstance(name, str) and name.startswith(CUSTOM_ENCODER)):
+        return given if given is not None else name
+    want = name[len(CUSTOM_ENCODER):]
+    if not isinstance(given, type):
+        raise ValueError(f"{path} was trained with your encoder class {want!r}; pass it to load (encoder={want}); "
+                         "reparl never imports code named in a file")
+    if given.__name__ != want:
+        raise ValueError(f"{path} was trained with encoder class {want!r}, not {given.__name__!r}; pass "
+                         f"encoder={want} to load")
+    return given

@@ -92,13 +92,21 @@ class CriticEnsemble(nn.Module):
     """
 
     def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, relu_c: float = 0.0,
-                 layer_norm: bool = False) -> None:
+                 layer_norm: bool = False, encoder: nn.Module | None = None) -> None:
         super().__init__()
+        # The observation encoder the members share (agents.encoders); forward() reads its features
+        # (the update encodes once per batch and hands the features to the action head). A flat
+        # observation's encoder has no parameters, so the state dict is the ensemble's alone.
+        self.encoder = encoder if encoder is not None else nn.Identity()
         dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.act = ReLU(relu_c)
         self.n = n
         self.layer_norm = bool(layer_norm)
+
+    def features(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
+        """Observations as stored -> the features ``forward`` (with the action, per the head) reads."""
+        return self.encoder(obs)
 
     def forward(self, x: Tensor) -> Tensor:
         last = len(self.layers) - 1
@@ -122,8 +130,10 @@ class CategoricalPolicy(nn.Module):
     exports as is; :class:`agents.distributions.GumbelSoftmax` turns the logits into a distribution.
     """
 
-    def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: Sequence[int], relu_c: float = 0.0) -> None:
+    def __init__(self, obs_dim: int, nvec: Sequence[int], hidden: Sequence[int], relu_c: float = 0.0,
+                 encoder: nn.Module | None = None) -> None:
         super().__init__()
+        self.encoder = encoder if encoder is not None else nn.Identity()
         self.nvec = [int(n) for n in nvec]
         self.width = max(self.nvec)
         self.net = mlp(obs_dim, hidden, len(self.nvec) * self.width, relu_c)
@@ -133,7 +143,7 @@ class CategoricalPolicy(nn.Module):
         self.register_buffer("padding", pad, persistent=False)
 
     def forward(self, obs: Tensor) -> Tensor:
-        out = self.net(obs)
+        out = self.net(self.encoder(obs))
         return out.view(out.shape[0], len(self.nvec), self.width) + self.padding
 
 
@@ -145,13 +155,14 @@ class GaussianPolicy(nn.Module):
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], relu_c: float = 0.0,
-                 log_std_min: float = -5.0, log_std_max: float = 2.0) -> None:
+                 log_std_min: float = -5.0, log_std_max: float = 2.0, encoder: nn.Module | None = None) -> None:
         super().__init__()
+        self.encoder = encoder if encoder is not None else nn.Identity()
         self.net = mlp(obs_dim, hidden, 2 * act_dim, relu_c)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean, raw = self.net(obs).chunk(2, dim=-1)
+        mean, raw = self.net(self.encoder(obs)).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1)
         return mean, log_std
 

@@ -27,10 +27,11 @@ from agents import checkpoint
 from agents.buffer import Batch, ReplayBuffer, check_fits
 from agents.callbacks import Callback, as_callback
 from agents.collect import Collector, NonFiniteError, as_vector_env
+from agents.encoders import make_encoder
 from agents.hyperparameters import BEHAVIOUR_BEFORE, DEFAULTS, check_shared
 from agents.metrics import UpdateMetrics
 from agents.networks import CriticEnsemble, dormant_fraction
-from agents.spaces import batch_of, obs_dim, obs_tensor, resolve_device, same_spaces, warn_threads_once
+from agents.spaces import batch_of, obs_tensor, resolve_device, same_spaces, stored_layout, warn_threads_once
 from agents.update import UpdateSettings, compile_update, sac_update, train_state
 
 __all__ = ["NonFiniteError", "SoftActorCritic"]
@@ -79,6 +80,12 @@ class SoftActorCritic:
             weights (Schaul et al. 2016, proportional; Rainbow's 0.5).
         priority_beta: exponent of those importance weights (1 corrects the sampling fully).
         relu_subgradient: derivative of ReLU used at exactly 0, in [0, 1].
+        encoder: the observation encoder of the actor and of the critics (each its own): ``"auto"``
+            (a CNN for images, one encoder per key of a Dict, else the flat observation), ``"flat"``,
+            ``"cnn"``, or a ``torch.nn.Module`` subclass of your own (SB3's ``features_extractor_class``).
+            See :mod:`agents.encoders`.
+        encoder_kwargs: the CNN's ``channels``, ``kernels``, ``strides``, ``features``, ``channels_last``;
+            for your own class, its keyword arguments (JSON values, so the model file can record them).
         diagnostic_interval: every this many actor updates, log network health on the update's batch:
             ``net/policy_dormant`` and ``net/critic_dormant`` (GumbelSAC adds ``grad/estimator_cosine``);
             one extra forward pass each. 0 turns them off.
@@ -126,13 +133,14 @@ class SoftActorCritic:
             raise TypeError(f"{type(self).__name__} handles {names} action spaces, not {action_space}; "
                             f"use {self.other_agent}")
         self.observation_space, self.action_space = observation_space, action_space
-        self.obs_dim = obs_dim(observation_space)
+        with torch.device("meta"):  # the width of the features every network's MLP reads; allocates nothing
+            self.obs_dim = self._make_encoder().features_dim
 
         self.head = self._make_head()
         self.policy = self._make_policy().to(self.device)
         in_dim, out_dim = self.head.critic_dims(self.obs_dim)
         self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"],
-                                     hp["critic_layer_norm"]).to(self.device)
+                                     hp["critic_layer_norm"], self._make_encoder()).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         if hp["alpha"] == "auto" and self.head.max_entropy is None:
             raise ValueError(f"alpha='auto' needs a policy with a maximum entropy (GumbelSAC); "
@@ -159,7 +167,13 @@ class SoftActorCritic:
         raise NotImplementedError
 
     def _make_policy(self) -> nn.Module:
+        """The actor, reading observations through its own :meth:`_make_encoder`."""
         raise NotImplementedError
+
+    def _make_encoder(self) -> nn.Module:
+        """A new observation encoder (fresh weights) of the configured kind."""
+        hp = self.hparams
+        return make_encoder(self.observation_space, hp["encoder"], hp["encoder_kwargs"], hp["relu_subgradient"])
 
     def _temperature(self) -> Tensor:
         """The Gumbel-Softmax temperature the update passes to the head (as data, not a constant)."""
@@ -173,7 +187,8 @@ class SoftActorCritic:
             return {}
         return {"net/policy_dormant": dormant_fraction(self.policy, lambda: self.policy(batch.obs)),
                 "net/critic_dormant": dormant_fraction(
-                    self.critic, lambda: self.head.critic_values(self.critic, batch.obs, batch.actions))}
+                    self.critic, lambda: self.head.critic_values(self.critic, self.critic.features(batch.obs),
+                                                                 batch.actions))}
 
     # ---------------------------------------------------------------- construction helpers
     @classmethod
@@ -229,10 +244,12 @@ class SoftActorCritic:
             hp = self.hparams
             shape, dtype = self.head.stored_shape
             mask_size = self.head.mask_size if self.collector is not None and self.collector.use_masks else None
-            check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], (self.obs_dim,), shape, mask_size),
+            obs_shape, obs_dtype = stored_layout(self.observation_space)
+            check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, shape, mask_size, obs_dtype),
                        self.device, f"a replay buffer of {hp['buffer_size']:,} transitions")
-            self.buffer = ReplayBuffer(hp["buffer_size"], (self.obs_dim,), shape, dtype, self.device,
-                                       mask_size=mask_size, stride=self.env.num_envs if self.env is not None else 1,
+            self.buffer = ReplayBuffer(hp["buffer_size"], obs_shape, shape, dtype, self.device,
+                                       mask_size=mask_size, obs_dtype=obs_dtype,
+                                       stride=self.env.num_envs if self.env is not None else 1,
                                        priority_alpha=hp["prioritized_replay"], priority_beta=hp["priority_beta"])
         return self.buffer
 

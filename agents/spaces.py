@@ -11,6 +11,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
+from agents.encoders import is_image
+
 
 def space_to_json(space: spaces.Space) -> dict[str, Any]:
     """A JSON description of the spaces reparl supports (no pickle anywhere)."""
@@ -18,6 +20,8 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, spaces.MultiDiscrete):
         return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist()}
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_json(s) for k, s in space.spaces.items()}}
     if isinstance(space, spaces.Box):
         return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
                 "low": space.low.tolist(), "high": space.high.tolist()}
@@ -33,36 +37,57 @@ def space_from_json(d: dict[str, Any]) -> spaces.Space:
     if kind == "Box":
         return spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
                           shape=tuple(d["shape"]), dtype=d["dtype"])
+    if kind == "Dict":
+        return spaces.Dict({k: space_from_json(v) for k, v in d["spaces"].items()})
     raise ValueError(f"unknown space type {kind!r} in saved metadata")
 
 
-def obs_dim(space: spaces.Space) -> int:
-    """Width of the flat float vector the networks see."""
-    if isinstance(space, spaces.Box):
-        return int(np.prod(space.shape))
-    if isinstance(space, spaces.Discrete):
-        return int(space.n)
-    raise TypeError(f"observation space {space} is not supported: use a Box or Discrete space, "
-                    "or flatten it with gymnasium.wrappers.FlattenObservation")
-
-
-def obs_tensor(space: spaces.Space, obs: np.ndarray, device: torch.device) -> Tensor:
-    """Batched env observations -> (B, obs_dim) float tensor on the device (Discrete: one-hot)."""
+def obs_tensor(space: spaces.Space, obs: Any, device: torch.device) -> Tensor | dict[str, Tensor]:
+    """Batched env observations -> what the buffer stores and the encoders read, on the device: a
+    Discrete as its one-hot, an image in its own dtype (uint8, bool), any other Box as float, a Dict
+    as a dict of these."""
+    if isinstance(space, spaces.Dict):
+        return {k: obs_tensor(s, obs[k], device) for k, s in space.spaces.items()}
     t = torch.as_tensor(np.asarray(obs), device=device)
     if isinstance(space, spaces.Discrete):
         return nn.functional.one_hot(t.long().reshape(-1) - int(space.start), int(space.n)).float()
+    if is_image(space):
+        return t
     return t.reshape(t.shape[0], -1).float()
 
 
-def stored_obs(space: spaces.Space, obs: np.ndarray) -> np.ndarray:
-    """The buffer keeps the network's flat float input (a Discrete observation as its one-hot)."""
+def stored_layout(space: spaces.Space) -> tuple[Any, Any]:
+    """(shape, torch dtype) of one stored observation; a Dict gives dicts of them per key."""
+    if isinstance(space, spaces.Dict):
+        layouts = {k: stored_layout(s) for k, s in space.spaces.items()}
+        return {k: v[0] for k, v in layouts.items()}, {k: v[1] for k, v in layouts.items()}
+    if isinstance(space, spaces.Discrete):
+        return (int(space.n),), torch.float32
+    if is_image(space):
+        return tuple(space.shape), torch.bool if space.dtype == np.bool_ else torch.uint8
+    return (int(np.prod(space.shape)),), torch.float32
+
+
+def stored_obs(space: spaces.Space, obs: Any) -> Any:
+    """The buffer keeps what :func:`obs_tensor` gives (a Discrete observation as its one-hot)."""
+    if isinstance(space, spaces.Dict):
+        return {k: stored_obs(s, obs[k]) for k, s in space.spaces.items()}
     if isinstance(space, spaces.Discrete):
         return obs_tensor(space, obs, torch.device("cpu")).numpy()
     return obs
 
 
-def batch_of(space: spaces.Space, obs: np.ndarray) -> tuple[np.ndarray, bool]:
+def batch_of(space: spaces.Space, obs: Any) -> tuple[Any, bool]:
     """``obs`` as a batch, and whether it was a single observation (``predict`` takes either)."""
+    if isinstance(space, spaces.Dict):
+        if not isinstance(obs, dict) or set(obs) != set(space.spaces):
+            keys = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
+            raise ValueError(f"a Dict observation needs the keys {sorted(space.spaces)}; got {keys}")
+        parts = {k: batch_of(s, obs[k]) for k, s in space.spaces.items()}
+        singles = {single for _, single in parts.values()}
+        if len(singles) != 1:
+            raise ValueError("a Dict observation's values must all be single observations or all batches")
+        return {k: v for k, (v, _) in parts.items()}, singles.pop()
     obs = np.asarray(obs)
     if isinstance(space, spaces.Discrete):
         single = obs.ndim == 0

@@ -84,6 +84,13 @@ def _adam(params: dict[str, Tensor], grads: dict[str, Tensor], state: AdamState,
                      state.step, lr, *s.betas, s.eps)
 
 
+def features(critic: nn.Module, params: dict[str, Tensor], obs: Tensor | dict[str, Tensor]) -> Tensor:
+    """The critic ensemble's observation features under ``params`` (its encoder's, prefixed ``encoder.``):
+    what the head passes to the critic with the action. A flat observation's encoder has no parameters."""
+    own = {k[len("encoder."):]: v for k, v in params.items() if k.startswith("encoder.")}
+    return functional_call(critic.encoder, own, (obs,))
+
+
 def sac_update(policy: nn.Module, critic: nn.Module, head: Any, s: UpdateSettings, state: TrainState,
                batch: Batch, temperature: Tensor, actor_turn: bool) -> tuple[dict[str, Tensor], Tensor]:
     """One SAC step: the critics, then (``actor_turn``) the actor against the stepped critics and the
@@ -94,14 +101,15 @@ def sac_update(policy: nn.Module, critic: nn.Module, head: Any, s: UpdateSetting
 
     with torch.no_grad():
         next_v, next_entropy = head.next_value(pi(state.actor, batch.next_obs), batch.next_masks,
-                                               q_with(state.target), batch.next_obs, temperature)
+                                               q_with(state.target), features(critic, state.target, batch.next_obs),
+                                               temperature)
         if s.backup_entropy:
             next_v = next_v + alpha * next_entropy
         discount = s.gamma if batch.discount is None else batch.discount
         target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, discount)
 
     def critic_loss(params: dict[str, Tensor]) -> tuple[Tensor, tuple[dict[str, Tensor], Tensor]]:
-        q = head.critic_values(q_with(params), batch.obs, batch.actions)
+        q = head.critic_values(q_with(params), features(critic, params, batch.obs), batch.actions)
         loss, info = losses.critic_loss(q, target, batch.weights)
         return loss, (info, (q.detach() - target).abs().mean(0))
 
@@ -110,9 +118,12 @@ def sac_update(policy: nn.Module, critic: nn.Module, head: Any, s: UpdateSetting
     _adam(state.critic, c_grads, state.adam["critic"], s.critic_lr, s)
 
     if actor_turn:
+        with torch.no_grad():  # the stepped critics' features: constants of the actor's loss
+            feats = features(critic, state.critic, batch.obs)
+
         def actor_loss(params: dict[str, Tensor], log_alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             q, entropy, a_info = head.actor_objective(pi(params, batch.obs), batch.masks, q_with(state.critic),
-                                                      batch.obs, temperature)
+                                                      feats, temperature)
             loss, l_info = losses.actor_loss(q, entropy, log_alpha.exp())
             # The temperature loss sees the entropy detached and the actor loss alpha detached: one
             # gradient of the sum gives each its own.
@@ -139,10 +150,12 @@ def estimator_cosine(policy: nn.Module, critic: nn.Module, head: Any, state: Tra
     a closed form only.) Eager, at a diagnostic interval: two extra actor passes."""
     critic_fn = lambda x: functional_call(critic, state.critic, (x,))  # noqa: E731
     alpha = state.log_alpha.exp()
+    with torch.no_grad():
+        feats = features(critic, state.critic, obs)
 
     def loss(params: dict[str, Tensor], estimator: str) -> Tensor:
         out = functional_call(policy, params, (obs,))
-        q, entropy, _ = head.actor_objective(out, masks, critic_fn, obs, temperature, estimator)
+        q, entropy, _ = head.actor_objective(out, masks, critic_fn, feats, temperature, estimator)
         return losses.actor_loss(q, entropy, alpha)[0]
 
     flat = lambda g: torch.cat([v.reshape(-1) for v in g.values()])  # noqa: E731

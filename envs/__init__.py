@@ -11,7 +11,18 @@ would leave ``final_obs`` unnormalized otherwise (it refuses ``SAME_STEP``); the
 skips the reset step in that mode.
 
 Importing ``envs`` registers reparl's own envs: ``reparl/Combinatorial-v0`` and
-``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`).
+``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`), ``reparl/MinAtar-<Game>-v0``
+(:mod:`envs.minatar`), the hybrid-action envs ``reparl/Platform-v0``, ``reparl/Goal-v0`` and their
+relaxed Box ids (:mod:`envs.hybrid`), and ``ale-py``'s Atari games (``ALE/Breakout-v5`` and the rest).
+
+Atari: an id registered by ``ale-py`` gets the standard DQN preprocessing (Mnih et al. 2015) with
+Machado et al. 2018's protocol (sticky actions, v5's default 0.25; a life lost is not an episode's
+end): the ALE env without its own frame skip, then Gymnasium's ``AtariPreprocessing`` (up to 30
+no-ops at reset, each action repeated for 4 frames with the max over the last two, 84 x 84
+grayscale) and ``FrameStackObservation`` of the last 4 frames: ``Box(0, 255, (4, 84, 84), uint8)``,
+channels first. The rewards are the game's own (not clipped), so episode returns are game scores.
+``env.kwargs`` go to the ALE env (``repeat_action_probability``, ``full_action_space``), and
+``max_episode_steps`` counts agent steps. ``env.atari_preprocessing: false`` gives the raw ALE env.
 
 An id ``mypkg.module:MyEnv-v0`` imports ``mypkg.module`` first, which must register ``MyEnv-v0``
 (Gymnasium's own ``module:EnvId`` convention).
@@ -29,15 +40,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import ale_py  # noqa: F401  (registers ALE/... ids; the package ships the ROMs)
 import gymnasium as gym
 import numpy as np
+from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
 from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
 
-import envs.hybrid  # noqa: F401  (registers Platform-v0, Goal-v0 and other hybrid-action ids: envs/hybrid.py)
-from envs import combinatorial  # noqa: F401  (registers the reparl/ envs)
+from envs import combinatorial, hybrid, minatar  # noqa: F401  (register the reparl/ envs)
 
-__all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "load_obs_normalization", "make_env", "make_vec_env",
-           "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]
+__all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "is_atari", "load_obs_normalization", "make_env",
+           "make_vec_env", "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]
+
+ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
+ATARI_FRAME_SKIP = 4
+ATARI_FRAME_STACK = 4
+ATARI_SCREEN = 84
+ATARI_NOOP_MAX = 30
 
 
 class EnvSpec(Protocol):
@@ -50,6 +68,10 @@ class EnvSpec(Protocol):
     def kwargs(self) -> Mapping[str, Any]: ...
     @property
     def max_episode_steps(self) -> int | None: ...
+    @property
+    def atari_preprocessing(self) -> bool:
+        """Whether an ``ale-py`` id gets the DQN preprocessing; an object without it means true."""
+        ...
 
 
 class VecEnvSpec(EnvSpec, Protocol):
@@ -73,6 +95,7 @@ class IdSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
     normalize_obs: bool = False
+    atari_preprocessing: bool = True
 
 
 def resolve_id(env_id: str) -> str:
@@ -91,12 +114,35 @@ def env_kwargs(cfg: EnvSpec) -> dict[str, Any]:
     return kwargs
 
 
+def is_atari(env_id: str) -> bool:
+    """Whether a (bare, registered) id is one of ``ale-py``'s Atari games."""
+    spec = gym.registry.get(env_id)
+    return spec is not None and spec.entry_point == ATARI_ENTRY_POINT
+
+
+def _preprocessed(cfg: EnvSpec, env_id: str) -> bool:
+    return bool(getattr(cfg, "atari_preprocessing", True)) and is_atari(env_id)
+
+
 def make_env(cfg: EnvSpec, render_mode: str | None = None) -> gym.Env:
-    """One env with the config's kwargs and time limit."""
+    """One env with the config's kwargs and time limit (an Atari id: preprocessed, see the module doc)."""
+    env_id = resolve_id(cfg.id)
     kwargs = env_kwargs(cfg)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    return gym.make(resolve_id(cfg.id), **kwargs)
+    if not _preprocessed(cfg, env_id):
+        return gym.make(env_id, **kwargs)
+    if "frameskip" in kwargs:
+        raise ValueError(f"env.kwargs.frameskip={kwargs['frameskip']!r}: the Atari preprocessing repeats each action "
+                         f"for {ATARI_FRAME_SKIP} frames itself; remove frameskip, or set env.atari_preprocessing: "
+                         "false for the raw ALE env")
+    # The limit goes outside the frame skip, so that it counts agent steps rather than frames.
+    limit = kwargs.pop("max_episode_steps", None)
+    env = gym.make(env_id, frameskip=1, **kwargs)
+    env = AtariPreprocessing(env, noop_max=ATARI_NOOP_MAX, frame_skip=ATARI_FRAME_SKIP, screen_size=ATARI_SCREEN,
+                             terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    env = FrameStackObservation(env, ATARI_FRAME_STACK)
+    return TimeLimit(env, limit) if limit is not None else env
 
 
 def make_vec_env(cfg: VecEnvSpec | str, n_envs: int | None = None, normalize: bool | None = None,
@@ -114,7 +160,7 @@ def make_vec_env(cfg: VecEnvSpec | str, n_envs: int | None = None, normalize: bo
     n = cfg.n_envs if n_envs is None else n_envs
     normalize = cfg.normalize_obs if normalize is None else normalize
     mode = gym.vector.AutoresetMode.NEXT_STEP if normalize else gym.vector.AutoresetMode.SAME_STEP
-    if copy_wrapper is None and render_mode is None:
+    if copy_wrapper is None and render_mode is None and not _preprocessed(cfg, resolve_id(cfg.id)):
         venv = gym.make_vec(resolve_id(cfg.id), num_envs=n, vectorization_mode=cfg.vectorization,
                             vector_kwargs={"autoreset_mode": mode}, **env_kwargs(cfg))
     else:

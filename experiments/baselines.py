@@ -9,6 +9,7 @@ through tensorboard syncing. Evaluation uses the same
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from envs import env_kwargs, resolve_id
+from envs import make_env
 from experiments.config import Config, agent_class
 from experiments.loop import OnEval, RunLoop, Throughput
 from experiments.tracking import Tracker
@@ -94,11 +95,15 @@ def build_sb3(cfg: Config) -> Any:
     from stable_baselines3.common.noise import NormalActionNoise
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    from experiments.sb3_extractors import resolve_policy_kwargs
+
     hp = dict(cfg.agent.hyperparameters)
     noise_std = hp.pop("action_noise_std", None)
+    if hp.get("policy_kwargs") is not None:
+        hp["policy_kwargs"] = resolve_policy_kwargs(hp["policy_kwargs"])
     vec_cls = SubprocVecEnv if cfg.env.vectorization == "async" else DummyVecEnv
-    env = make_vec_env(resolve_id(cfg.env.id), n_envs=cfg.env.n_envs, seed=cfg.train.seed,
-                       env_kwargs=env_kwargs(cfg.env), vec_env_cls=vec_cls)
+    # Our factory builds each copy, so SB3 trains on exactly the env our agents see (Atari preprocessing included).
+    env = make_vec_env(partial(make_env, cfg.env), n_envs=cfg.env.n_envs, seed=cfg.train.seed, vec_env_cls=vec_cls)
     if noise_std is not None:
         d = int(np.prod(env.action_space.shape))
         hp["action_noise"] = NormalActionNoise(np.zeros(d), noise_std * np.ones(d))

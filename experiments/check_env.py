@@ -6,6 +6,7 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from gymnasium.utils import env_checker
 
@@ -16,7 +17,7 @@ def check_env(env_id: str) -> str:
     """A report of the checks, one line each; ConfigError naming the first thing reparl cannot use."""
     from agents import AGENTS
     from agents.collect import vector_env_masks
-    from agents.spaces import obs_dim
+    from agents.encoders import make_encoder
     from envs import IdSpec, make_env
 
     try:
@@ -33,10 +34,12 @@ def check_env(env_id: str) -> str:
     lines.append("gymnasium's checker: passed" + (f", {len(caught)} warning(s):" if caught else ""))
     lines += [f"  - {str(w.message).splitlines()[0][:200]}" for w in caught]
     try:
-        width = obs_dim(env.observation_space)
-    except TypeError as e:
+        with torch.device("meta"):
+            encoder = make_encoder(env.observation_space)
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"{env_id}: {e}") from e
-    lines.append(f"observation: the networks see a flat vector of {width}")
+    kind = type(getattr(encoder, "core", encoder)).__name__
+    lines.append(f"observation: encoder {kind} (encoder: auto), {encoder.features_dim} features for the networks")
     space = env.action_space
     agents = [name for name, cls in AGENTS.items() if isinstance(space, cls.supported_action_spaces)]
     if not agents:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,12 @@ examples:
 """
 
 
+def _fill(text: str) -> str:
+    """A description wrapped by hand: these parsers keep their epilogs' examples raw, which keeps
+    the description raw too."""
+    return textwrap.fill(text, width=79)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reparl", description="Train and evaluate reparl agents and SB3 baselines from YAML configs.",
@@ -38,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 metavar="{train,eval,export,dashboard,check-env,sweep,compare,bench,study}")
 
     t = sub.add_parser("train", help="train one config; writes a run folder (and an offline W&B run)",
-                       description="Train the agent a config describes and write runs/<name>-<time>-<id>/ with the "
-                                   "resolved config, command, git revision, seed, metrics.jsonl, checkpoints and "
-                                   "the final model.",
+                       description=_fill("Train the agent a config describes and write runs/<name>-<time>-<id>/ "
+                                         "with the resolved config, command, git revision, seed, metrics.jsonl, "
+                                         "checkpoints and the final model."),
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("config", type=Path, nargs="?", help="YAML config, e.g. configs/gumbel_sac/cartpole.yaml")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -70,31 +77,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help="act with the policy's mode (default)")
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
     e.add_argument("--video", action="store_true",
-                   help="record every episode as mp4 into <run>/videos/ (and to W&B as media)")
+                   help="record every episode as mp4 into <run>/videos/ (and to W&B as media); needs the video "
+                        "extra (moviepy)")
     e.add_argument("--seed", type=int, default=None, help="seed of the evaluation envs (default 10000)")
-    e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="where the model runs (default auto: cuda if available)")
     e.add_argument("--env", dest="env_id", help="env id, for a model file outside a run folder")
     e.add_argument("--agent", help="algorithm, for an SB3 zip outside a run folder (DQN, PPO, A2C, SAC, TD3)")
     e.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="log this evaluation to W&B (default: only with --video, in the run's mode)")
 
     x = sub.add_parser("export", help="write a run's policy as ONNX, TorchScript or a torch.export program",
-                       description="Export the deterministic policy of a run folder (or a model.safetensors): raw "
-                                   "observation (and action mask) in, the env's action and the logits or mean out, "
-                                   "with the run's observation normalization inside. Checked against predict() by "
-                                   "the tests (onnxruntime, TorchScript).",
+                       description=_fill("Export the deterministic policy of a run folder (or a model.safetensors): "
+                                         "raw observation (and action mask) in, the env's action and the logits or "
+                                         "mean out, with the run's observation normalization inside. Checked against "
+                                         "predict() by the tests (onnxruntime, TorchScript)."),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  %(prog)s runs/gumbel_sac-cartpole-<time>-<id>\n"
                               "  %(prog)s runs/<run> --format torchscript --out policy.pt")
     x.add_argument("target", type=Path, metavar="RUN_DIR_OR_MODEL", help="a run folder or a model.safetensors")
-    x.add_argument("--format", dest="fmt", default="onnx", choices=["onnx", "torchscript", "exported-program"])
+    x.add_argument("--format", dest="fmt", default="onnx", choices=["onnx", "torchscript", "exported-program"],
+                   help="onnx (the default; needs the export extra), torchscript (.pt) or exported-program (.pt2)")
     x.add_argument("--out", type=Path, help="artifact path (default: policy.<onnx|pt|pt2> beside the model)")
 
     d = sub.add_parser("dashboard", help="build the W&B workspace of reparl's standard panels (--dry-run: its spec)",
                        description="Save a W&B workspace for ENTITY/PROJECT with reparl's panels: learning curves "
                                    "grouped by config (seeds as a band), the SAC diagnostics (alpha, entropy, critic "
                                    "loss, Q against target, gradient norms), the Gumbel estimator's cosine, "
-                                   "throughput and dormant ReLU units. Needs W&B online access unless --dry-run.")
+                                   "throughput and dormant ReLU units. Needs W&B online access unless --dry-run, and "
+                                   "the dashboard extra (wandb-workspaces).")
     d.add_argument("--entity", required=True, help="W&B entity (user or team)")
     d.add_argument("--project", required=True, help="W&B project (the config's wandb.project)")
     d.add_argument("--name", default="reparl", help="workspace name (default: reparl)")
@@ -111,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every trial of a sweep file (configs/sweeps/*.yaml) as a `train` run in "
                                    "runs/sweeps/<name>/<trial>/ (W&B group <name>), on a local Ray cluster or the "
                                    "one --address names. Finished trials are skipped; a failed one does not stop "
-                                   "the others. Ends with the table `compare` prints (summary.md, summary.json).")
+                                   "the others. Ends with the table `compare` prints (summary.md, summary.json). "
+                                   "Needs the sweep extra (Ray Tune, Optuna).")
     s.add_argument("sweep", type=Path, metavar="SWEEP_CONFIG", help="e.g. configs/sweeps/discrete_estimators.yaml")
     s.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT); default: start a local one")
     s.add_argument("--max-concurrent", type=int, metavar="N",
@@ -124,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Group run folders by config (everything but the seed) and write learning "
                                    "curves (mean, 95% bootstrap band; one subplot per env) as a PNG, and a table "
                                    "(final return, IQM with a 95% bootstrap CI, steps to threshold) as Markdown and "
-                                   "JSON beside it. Reads only the run folders (config.yaml, metrics.jsonl).")
+                                   "JSON beside it. Reads only the run folders (config.yaml, metrics.jsonl). With "
+                                   "--wandb, also logs the table and the picture to a new W&B run.")
     c.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
     c.add_argument("--metric", default="eval/mean_return", help="metric to plot and tabulate")
     c.add_argument("--out", type=Path, help="PNG path; the table goes beside it as .md and .json "
@@ -139,12 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--floor", nargs="+", default=[], metavar="X|ENV_ID=X",
                    help="also count the seeds whose metric fell below X after first reaching the threshold, "
                         "for every env or per env (CartPole-v1=400: 'never below 400 after first reaching 475')")
+    c.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], metavar="MODE",
+                   help="also log the table (a wandb.Table) and the picture (a wandb.Image) to a new W&B run, "
+                        "written beside the PNG; MODE is offline (the default, as in training: "
+                        "compare RUN_DIR --wandb) or online")
+    c.add_argument("--project", help="W&B project with --wandb (default: reparl, as the configs' wandb.project)")
+    c.add_argument("--entity", help="W&B entity with --wandb (default: your default entity)")
 
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
-                       description="Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with batch "
-                                   "and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to CartPole 475. "
-                                   "Each measurement runs in a fresh process, ours and SB3's alternating; tables "
-                                   "give medians and same-run ratios.",
+                       description=_fill("Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with "
+                                         "batch and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to "
+                                         "CartPole 475. Each measurement runs in a fresh process, ours and SB3's "
+                                         "alternating; tables give medians and same-run ratios."),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  %(prog)s\n  %(prog)s --sections throughput --rounds 5\n"
                               "  %(prog)s --device cuda --sections throughput scaling")
@@ -171,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write (default: runs/study-<time>; benchmarks/ holds the published study)")
     s.add_argument("--quick", action="store_true", help="a seconds-long version (fewer sizes, draws, steps)")
     s.add_argument("--draws", type=int, help="gradient draws per row (default 1000; quick 100)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the problems and the draws (default 0)")
     s.add_argument("--no-plot", action="store_true", help="skip gradient_study.png")
     return parser
 
@@ -188,8 +207,19 @@ def _sweep(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import time
 
-    from experiments.compare import compare, is_run_dir, markdown_table, parse_per_env, parse_thresholds, parse_until
+    from experiments.compare import (
+        compare,
+        is_run_dir,
+        log_to_wandb,
+        markdown_table,
+        parse_per_env,
+        parse_thresholds,
+        parse_until,
+    )
+    from experiments.config import WandbConfig
 
+    if args.wandb is None and (args.project or args.entity):
+        raise ConfigError("--project and --entity name the W&B run of --wandb; add --wandb (offline) or drop them")
     every, per_env = parse_thresholds(args.threshold)
     until, until_per_env = parse_until(args.until)
     floor, floors = parse_per_env(args.floor, "--floor", float)
@@ -197,6 +227,12 @@ def _compare(args: argparse.Namespace) -> int:
     out = args.out or (first.parent if is_run_dir(first) else first) / time.strftime("compare-%Y%m%d-%H%M%S.png")
     rows, png, md, js = compare(args.paths, out, args.metric, per_env, every, until, until_per_env, floor, floors)
     print(f"{markdown_table(rows)}\n\nplot:  {png}\ntable: {md} (and {js})")
+    if args.wandb is not None:
+        config = {"paths": [str(p) for p in args.paths], "metric": args.metric, "threshold": args.threshold,
+                  "until": args.until, "floor": args.floor}
+        where = log_to_wandb(rows, png, args.wandb, args.project or WandbConfig.project, args.entity, config)
+        if where is not None:
+            print(f"W&B ({args.wandb}): " + (f"upload later with `{where}`" if args.wandb == "offline" else where))
     return 0
 
 
@@ -297,8 +333,11 @@ def _export(args: argparse.Namespace) -> int:
     from agents.checkpoint import read_model_file
     from agents.export import SUFFIXES, export_policy
     from envs import load_obs_normalization
+    from experiments.extras import require
     from experiments.rundir import find_model
 
+    if args.fmt == "onnx":
+        require("export", "run.py export --format onnx", "onnx")
     model = find_model(args.target) if args.target.is_dir() else args.target
     if model.suffix != ".safetensors":
         raise ConfigError(f"{model}: export takes our agents' model.safetensors (SB3 zips: use SB3's own export)")

@@ -6,6 +6,8 @@ equal except for the seed form one group; each group gets one curve (mean over s
 95% bootstrap band) and one table row: final value (the metric's last event, i.e. the final
 evaluation), its interquartile mean (IQM) with a 95% bootstrap CI, and the median env step at
 which the metric first reached the env's threshold. ``run.py sweep`` prints the same table.
+``--wandb`` also logs the table (a ``wandb.Table``) and the picture (a ``wandb.Image``) into a new
+W&B run of job type ``compare``, offline by default, beside the PNG.
 
 IQM and the bootstrap follow rliable (Agarwal et al., 2021, "Deep RL at the Edge of the
 Statistical Precipice"), written out here rather than imported: rliable 1.2.0 needs ``arch``,
@@ -325,6 +327,62 @@ def plot_curves(groups: Sequence[Group], out: Path, metric: str = METRIC,
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+# ------------------------------------------------------------------------------ W&B
+
+TABLE_COLUMNS = ["env", "config", "agent", "n_seeds", "final_mean", "final_iqm", "iqm_ci95_low", "iqm_ci95_high",
+                 "threshold", "median_steps_to_threshold", "reached", "worst_after_threshold",
+                 "below_floor_after_threshold"]
+"""The W&B table's columns: the JSON table's names, the CI split into its two ends."""
+
+
+def table_data(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """The rows as :data:`TABLE_COLUMNS` lists (the per-seed lists stay in the JSON table)."""
+    return [[r["iqm_ci95"][0] if c == "iqm_ci95_low" else r["iqm_ci95"][1] if c == "iqm_ci95_high" else r.get(c)
+             for c in TABLE_COLUMNS] for r in rows]
+
+
+def log_to_wandb(rows: Sequence[dict[str, Any]], png: Path, mode: str = "offline", project: str = "reparl",
+                 entity: str | None = None, config: dict[str, Any] | None = None) -> str | None:
+    """Log the table (a ``wandb.Table``) and the picture (a ``wandb.Image``) into a new W&B run of job
+    type ``compare``, named after the PNG and written beside it (offline: ``<png dir>/wandb/``).
+
+    Returns what to tell the user: the ``wandb sync`` command (offline) or the run's URL. As in
+    training, a W&B failure costs nothing already written: it is one warning, and None."""
+    import os
+
+    from experiments.wandb_reader import wait_until_complete
+
+    os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")  # as experiments/tracking.py: no Weave banner
+    run = None
+    try:
+        import wandb
+
+        run = wandb.init(mode=mode, project=project, entity=entity, job_type="compare", name=png.stem,
+                         dir=str(png.parent), config=config or {}, reinit="create_new",
+                         settings=wandb.Settings(x_disable_stats=True, console="off", save_code=False, silent=True))
+        run.log({"compare/table": wandb.Table(columns=TABLE_COLUMNS, data=table_data(rows)),
+                 "compare/curves": wandb.Image(str(png))})
+        run_dir, url = Path(run.dir).parent, (run.url if mode == "online" else None)  # offline: a warning
+        run.finish()
+        run = None
+    except Exception as e:  # wandb raises many types (UsageError, CommError, ValueError...)
+        warnings.warn(f"W&B logging failed ({type(e).__name__}: {e}); the table and the picture are on disk only",
+                      RuntimeWarning, stacklevel=2)
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # already broken; nothing more to save
+                pass
+        return None
+    if mode != "offline":
+        return url
+    # finish() can return before wandb-core has written the last records (experiments/tracking.py).
+    if not wait_until_complete(run_dir):
+        warnings.warn(f"W&B offline run {run_dir} has no exit record after 60 s; it may lack its last records",
+                      RuntimeWarning, stacklevel=2)
+    return f"wandb sync {run_dir}"
 
 
 # ------------------------------------------------------------------------------ entry points

@@ -134,6 +134,10 @@ class EnvConfig:
     normalize_obs: bool = False
     """Running mean/std normalization of observations (our agents only); the statistics are
     saved as ``obs_rms.json`` in the run folder and applied, frozen, at evaluation."""
+    atari_preprocessing: bool = True
+    """An ``ale-py`` id (``ALE/Breakout-v5``) gets the DQN preprocessing: no-op starts, frame skip 4,
+    84 x 84 grayscale, the last 4 frames stacked (``envs``' module docstring); ``false`` gives the raw
+    ALE env. Other ids ignore it."""
 
 
 @dataclass
@@ -364,6 +368,13 @@ def _validate_agent(raw: dict[str, Any], sources: dict[str, str], default_where:
         if key not in defaults:
             raise _unknown(f"agent.{key}", ["agent.name"] + [f"agent.{k}" for k in defaults], where)
         hp[key] = _check_hyperparameter(name, key, value, defaults[key], where)
+    if name in SB3_ALGOS and hp.get("policy_kwargs") is not None:
+        from experiments.sb3_extractors import resolve_policy_kwargs  # SB3 classes named in the config
+
+        try:
+            resolve_policy_kwargs(hp["policy_kwargs"])
+        except ValueError as e:
+            raise ConfigError(f"{e} (in {_where('agent.policy_kwargs', sources, default_where)})") from None
     if name in OUR_AGENTS:
         # The agent's own range checks, run now so a bad value fails before any env is built.
         cls = agent_class(name)

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from experiments.extras import require
+
 # (section, [(panel title, [metrics])]): the metrics our agents log. GaussianSAC has no estimator cosine.
 SECTIONS: list[tuple[str, list[tuple[str, list[str]]]]] = [
     ("Learning", [("Evaluation return (deterministic)", ["eval/mean_return"]),
@@ -63,6 +65,7 @@ def spec(entity: str, project: str, name: str = "reparl") -> dict[str, Any]:
 
 
 def run_dashboard(entity: str, project: str, name: str, dry_run: bool, out: Path | None) -> str:
+    require("dashboard", "run.py dashboard", "wandb_workspaces")
     if dry_run:
         text = json.dumps(spec(entity, project, name), indent=1)
         if out is not None:

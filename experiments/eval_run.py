@@ -17,6 +17,7 @@ from agents.header import short
 from envs import load_obs_normalization, set_obs_normalization
 from experiments.config import OUR_AGENTS, SB3_ALGOS, Config, ConfigError, build_config, load_config
 from experiments.evaluation import EvalResult, evaluate
+from experiments.extras import require
 from experiments.loop import EVAL_SEED, make_eval_env
 from experiments.rundir import find_model
 from experiments.tracking import Tracker
@@ -118,6 +119,8 @@ def _video_wrapper(folder: Path, n_episodes: int, n_copies: int) -> Any:
 def run_eval(target: Path, episodes: int | None = None, deterministic: bool = True, video: bool = False,
              seed: int = EVAL_SEED, device: str = "auto", env_id: str | None = None, agent: str | None = None,
              wandb_mode: str | None = None) -> EvalReport:
+    if video:  # before the model loads: gymnasium's RecordVideo needs moviepy to encode the mp4s
+        require("video", "run.py eval --video", "moviepy")
     cfg, model_path, run_dir = resolve_target(target, env_id, agent)
     n = episodes or cfg.train.eval_episodes
     if n < 1:

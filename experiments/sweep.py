@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import SECTIONS, ConfigError, _unknown, read_yaml
+from experiments.extras import require
 from experiments.rundir import REPO, slug
 
 DONE_FILE = "done.json"
@@ -397,6 +398,7 @@ def run_sweep(path: str | Path, runs_root: Path = Path("runs/sweeps"), address: 
     trials x torch threads never exceed the cores. A failed trial is recorded and the rest go on.
     """
     spec = load_sweep(path)
+    require("sweep", "run.py sweep", "ray", *(["optuna"] if spec.search is not None else []))
     sweep_dir = (runs_root / spec.name).resolve()
     if spec.search is None:
         trials = expand(spec, sweep_dir)

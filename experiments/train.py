@@ -206,7 +206,7 @@ def check_buffer_fits(cfg: Config) -> None:
     if cfg.agent.is_sb3:
         return
     from agents.buffer import ReplayBuffer, check_fits
-    from agents.spaces import obs_dim, resolve_device
+    from agents.spaces import resolve_device, stored_layout
 
     cls = agent_class(cfg.agent.name)
     hp = {**cls.defaults, **cfg.agent.hyperparameters}
@@ -215,8 +215,8 @@ def check_buffer_fits(cfg: Config) -> None:
         space = env.action_space
         width = int(getattr(space, "shape", (1,))[0]) if space.shape else 1
         choices = int(space.n) if hasattr(space, "n") else int(sum(getattr(space, "nvec", [])))
-        nbytes = ReplayBuffer.nbytes_for(hp["buffer_size"], (obs_dim(env.observation_space),), (width,),
-                                         choices or None)
+        obs_shape, obs_dtype = stored_layout(env.observation_space)
+        nbytes = ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, (width,), choices or None, obs_dtype)
     finally:
         env.close()
     try:

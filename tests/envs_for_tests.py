@@ -160,3 +160,41 @@ class PickleExploit:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Path.touch, (self.marker,))
+
+
+class PixelSide(gym.Env):
+    """One-step task from pixels: a bright 2x2 spot in the left or right half of a 12x12 uint8 image
+    (channels last, 3 channels, dim noise elsewhere); action 0 (left) or 1 (right) earns 1 when it
+    names the spot's half, else 0. Optimal return 1, random 0.5. ``dict_obs``: the image under "image"
+    and a vector "flip" in {0, 1} that swaps which action is right, so both keys matter (optimal 1)."""
+
+    def __init__(self, dict_obs: bool = False, channels_first: bool = False) -> None:
+        self.dict_obs, self.channels_first = dict_obs, channels_first
+        shape = (3, 12, 12) if channels_first else (12, 12, 3)
+        image = spaces.Box(0, 255, shape, dtype=np.uint8)
+        self.observation_space = spaces.Dict({"image": image, "flip": spaces.Box(0.0, 1.0, (1,), np.float32)}) \
+            if dict_obs else image
+        self.action_space = spaces.Discrete(2)
+        self.answer = 0
+
+    def _obs(self) -> Any:
+        img = self.np_random.integers(0, 40, (12, 12, 3), dtype=np.uint8)
+        side = int(self.np_random.integers(2))
+        row, col = int(self.np_random.integers(0, 10)), int(self.np_random.integers(0, 4)) + 6 * side
+        img[row:row + 2, col:col + 2] = 255
+        if self.channels_first:
+            img = np.ascontiguousarray(img.transpose(2, 0, 1))
+        if not self.dict_obs:
+            self.answer = side
+            return img
+        flip = int(self.np_random.integers(2))
+        self.answer = side ^ flip
+        return {"image": img, "flip": np.array([float(flip)], dtype=np.float32)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        reward = float(int(action) == self.answer)
+        return self._obs(), reward, True, False, {}

@@ -183,14 +183,14 @@ def test_wrong_action_space_points_to_the_other_agent() -> None:
         GaussianSAC("CartPole-v1", **SMALL)
 
 
-class _DictObs(gym.Env):
-    observation_space = spaces.Dict({"a": spaces.Box(-1, 1, (2,)), "b": spaces.Discrete(3)})
+class _TupleObs(gym.Env):
+    observation_space = spaces.Tuple((spaces.Box(-1, 1, (2,)), spaces.Discrete(3)))
     action_space = spaces.Discrete(2)
 
 
 def test_unsupported_observation_space_refused() -> None:
     with pytest.raises(TypeError, match="FlattenObservation"):
-        GumbelSAC(_DictObs(), **SMALL)
+        GumbelSAC(_TupleObs(), **SMALL)
     with pytest.raises(TypeError, match="finite"):
         GaussianSAC(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.Box(-np.inf, np.inf, (1,)))
 

@@ -1,4 +1,4 @@
-"""SB3's own callbacks run with our agents (issue 24), and the README's Python snippet runs as written."""
+"""SB3's own callbacks run with our agents, and the README's Python snippet runs as written."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ def test_table_of_an_env_without_a_threshold() -> None:
 
 
 def test_floor_counts_the_seeds_that_fell_after_reaching_the_threshold() -> None:
-    """Issue 6's stability bar per seed: a dip before the first 475 does not count, a dip after it
+    """The stability bar per seed: a dip before the first 475 does not count, a dip after it
     does, a seed that never reached 475 is not counted, and an env without a threshold gets "-"."""
     from experiments.compare import Group, Run, markdown_table, summary_rows
 

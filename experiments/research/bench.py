@@ -1,4 +1,4 @@
-"""Speed benchmark beside stable-baselines3: ``run.py bench`` (issue 7).
+"""Speed benchmark beside stable-baselines3: ``run.py bench``.
 
 Every measurement runs in a fresh process, one at a time, ours and SB3's alternating for
 ``--rounds`` rounds; tables report medians and the ratio ours / SB3. Machines here are shared

@@ -4,9 +4,11 @@ Each (agent, seed) trains in its own process with one torch thread, evaluating e
 ``eval_every`` env steps on ``eval_episodes`` deterministic episodes. Ours and SB3's models go
 through the same :func:`experiments.evaluation.evaluate`, so the figures compare directly.
 
-    python -m experiments.research.learning_bench --suite issue2 --seeds 0 1 2 3 4
+    python -m experiments.research.learning_bench --suite defaults --seeds 0 1 2 3 4
     python -m experiments.research.learning_bench --suite reference --seeds 0 1 2 3 4 --out ref.json
 
+``defaults``: GumbelSAC on CartPole-v1 and GaussianSAC on Pendulum-v1 at the agents' defaults (no
+config), beside SB3's DQN (the RL Zoo's CartPole settings) and SAC (learning rate 1e-3).
 ``reference`` is the reference learning suite of ``benchmarks/README.md``: each of our agents at a
 shipped config (its agent section read from ``configs/``) beside the SB3 counterpart used so far.
 """
@@ -159,19 +161,20 @@ def summarize(results: list[dict[str, Any]]) -> str:
 
 
 SUITES: dict[str, list[Job]] = {
-    "issue2": [
+    # Each agent at its defaults, beside SB3 (Pendulum has no reward_threshold: -200).
+    "defaults": [
         Job("GumbelSAC", "GumbelSAC", "CartPole-v1", 50_000, 475.0),
         Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", 50_000, 475.0, SB3_DQN_CARTPOLE),
         Job("GaussianSAC", "GaussianSAC", "Pendulum-v1", 10_000, -200.0),
         Job("SB3 SAC (lr 1e-3)", "sb3:SAC", "Pendulum-v1", 10_000, -200.0, SB3_SAC_PENDULUM),
     ],
-    # The exact-expectation reference at the same defaults, beside the issue2 suite's straight-through.
+    # The exact-expectation reference at the same defaults, beside the defaults suite's straight-through.
     "exact": [Job("GumbelSAC exact", "GumbelSAC", "CartPole-v1", 20_000, 475.0, {"estimator": "exact"})],
     # A task no default was tuned on (RL Zoo DQN: -76.6 at 100k).
     "acrobot": [Job("GumbelSAC", "GumbelSAC", "Acrobot-v1", 30_000, -100.0)],
-    # The reference learning suite (benchmarks/README.md, issue 20): each agent at a shipped config
-    # beside the SB3 column used for that env so far, at gymnasium's thresholds (Pendulum has none:
-    # -200, as issue 2; Combinatorial-v0: 8 of an optimal 16, random 4).
+    # The reference learning suite (benchmarks/README.md): each agent at a shipped config beside
+    # the SB3 column used for that env so far, at gymnasium's thresholds (Pendulum has none: -200,
+    # as in the defaults suite; Combinatorial-v0: 8 of an optimal 16, random 4).
     "reference": [
         Job("GumbelSAC", "GumbelSAC", "CartPole-v1", 20_000, 475.0, config="gumbel_sac/cartpole.yaml"),
         Job("SB3 DQN (zoo)", "sb3:DQN", "CartPole-v1", 20_000, 475.0, SB3_DQN_CARTPOLE),
@@ -213,7 +216,9 @@ def build_jobs(suite: str, seeds: list[int], only: list[str] | None = None, over
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default="issue2", choices=sorted(SUITES))
+    p.add_argument("--suite", default="defaults", choices=sorted(SUITES),
+                   help="defaults: each agent at its defaults beside SB3; reference: the shipped configs "
+                        "(benchmarks/README.md); exact, acrobot: single GumbelSAC jobs (default: defaults)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--only", nargs="*", default=None, help="names of the suite's jobs to run")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

@@ -4,8 +4,8 @@ A checkpoint holds everything the run needs to go on exactly (RNG states, the en
 replay buffer), and deterministic evaluation draws no random numbers. So a replay with nothing
 changed reproduces the run's own evaluations to the digit (``tests/test_replay.py``), and with a
 change, any difference is that change's doing on that very trajectory: a paired comparison that
-fresh seeds cannot give. Issue 6 used it to ask which settings remove a dip the defaults had,
-from a checkpoint a few thousand steps before it (``benchmarks/archive/README.md``, "Bounded targets")::
+fresh seeds cannot give. It found which settings remove a dip the defaults had, from a checkpoint
+a few thousand steps before it (``benchmarks/archive/README.md``, "Bounded targets")::
 
     python -m experiments.research.replay runs/sweeps/gumbel_stability_seeds/policy_delay_2-s9 \\
         --from 10000 --until 24000 --set agent.bound_targets=true

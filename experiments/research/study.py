@@ -1,4 +1,4 @@
-"""Gradient study (issue 6): how far each Gumbel estimator's gradient is from the exact one.
+"""Gradient study: how far each Gumbel estimator's gradient is from the exact one.
 
 On problems small enough to enumerate, the gradient of E_{a ~ softmax(logits)}[f(a)] with respect
 to the logits is computed exactly, and each estimator's single-draw gradient is compared with it
@@ -143,7 +143,8 @@ def cartpole_problem(critic: str, settings: Settings) -> Problem:
     from agents import GumbelSAC
 
     # The entropy settings are pinned to those the published study (benchmarks/gradient_study.md)
-    # was trained with, GumbelSAC's defaults until issue 6 moved them, so the problem stays fixed.
+    # was trained with, GumbelSAC's defaults until "Picking the defaults"
+    # (benchmarks/archive/README.md) moved them, so the problem stays fixed.
     agent = GumbelSAC("CartPole-v1", critic=critic, net_arch=[64, 64], batch_size=64, buffer_size=10_000,
                       learning_starts=min(500, settings.cartpole_steps // 3), seed=settings.seed, device="cpu",
                       diagnostic_interval=0, alpha=1.0, alpha_learning_rate=None, backup_entropy=True,

@@ -11,6 +11,10 @@ action. The update (:mod:`agents.update`) is written once against this small int
   differentiable action and its entropy, ``(B,)`` each, plus info.
 * ``act``, ``to_env``, ``from_env``, ``random_actions``: acting and the env's action layout.
 
+A head whose policy has several entropy terms names them in ``entropy_parts`` and returns entropies
+``(B, P)``, one column per part; the agent then learns one entropy weight per part, toward
+``target_entropy``, a tuple of P targets.
+
 ``critic`` is any callable ``x -> (N, B, out)``: the ensemble evaluated with some parameters (the
 update passes its functional calls, so the actor objective never reaches the critic's weights).
 ``obs`` is what the critic's encoder made of the observations (:mod:`agents.encoders`): the flat

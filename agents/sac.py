@@ -145,8 +145,11 @@ class SoftActorCritic:
         if hp["alpha"] == "auto" and self.head.max_entropy is None:
             raise ValueError(f"alpha='auto' needs a policy with a maximum entropy (GumbelSAC); "
                              f"{type(self).__name__}'s is unbounded: give alpha a number, e.g. alpha=1.0")
-        # "auto" is set from the warm-up rewards at the first update (_calibrate_alpha).
-        self.log_alpha = torch.tensor(0.0 if hp["alpha"] == "auto" else math.log(hp["alpha"]), device=self.device)
+        # "auto" is set from the warm-up rewards at the first update (_calibrate_alpha). One weight per
+        # entropy part of a head that has several (HybridHead), each starting at alpha.
+        parts = getattr(self.head, "entropy_parts", ())
+        self.log_alpha = torch.full((len(parts),) if parts else (), 0.0 if hp["alpha"] == "auto"
+                                    else math.log(hp["alpha"]), device=self.device)
         self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
             else self.head.target_entropy
         lr = self._learning_rates()
@@ -209,8 +212,10 @@ class SoftActorCritic:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
 
     @property
-    def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+    def alpha(self) -> float | list[float]:
+        """The entropy weight; one per entropy part (a list) for a head that has several."""
+        alpha = self.log_alpha.exp()
+        return float(alpha) if alpha.dim() == 0 else alpha.tolist()
 
     # ---------------------------------------------------------------- acting
     def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:
@@ -378,7 +383,7 @@ class SoftActorCritic:
         return UpdateSettings(gamma=hp["gamma"], target_update_rate=hp["target_update_rate"],
                               learn_alpha=hp["learn_alpha"], backup_entropy=hp["backup_entropy"],
                               target_entropy=self.target_entropy, actor_lr=lr["actor"], critic_lr=lr["critic"],
-                              alpha_lr=lr["alpha"])
+                              alpha_lr=lr["alpha"], entropy_parts=tuple(getattr(self.head, "entropy_parts", ())))
 
     def _make_update(self) -> Callable[..., Any]:
         """The update bound to this agent's networks, head and constants, compiled unless ``compile`` is off."""

@@ -98,7 +98,6 @@ class SoftActorCritic:
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = ()
-    other_agent: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = dict(DEFAULTS)
     behaviour_before: ClassVar[dict[str, Any]] = dict(BEHAVIOUR_BEFORE)
 
@@ -128,10 +127,12 @@ class SoftActorCritic:
             action_space = self.env.single_action_space
         if observation_space is None or action_space is None:
             raise ValueError("pass an env, or both observation_space and action_space")
-        if not isinstance(action_space, self.supported_action_spaces):
+        if not self.handles(action_space):
+            from agents import agent_for  # the registry of agents imports this module
+
             names = "/".join(s.__name__ for s in self.supported_action_spaces)
             raise TypeError(f"{type(self).__name__} handles {names} action spaces, not {action_space}; "
-                            f"use {self.other_agent}")
+                            f"{agent_for(action_space)}")
         self.observation_space, self.action_space = observation_space, action_space
         with torch.device("meta"):  # the width of the features every network's MLP reads; allocates nothing
             self.obs_dim = self._make_encoder().features_dim
@@ -216,6 +217,11 @@ class SoftActorCritic:
         """The entropy weight; one per entropy part (a list) for a head that has several."""
         alpha = self.log_alpha.exp()
         return float(alpha) if alpha.dim() == 0 else alpha.tolist()
+
+    @classmethod
+    def handles(cls, action_space: spaces.Space) -> bool:
+        """Whether this agent takes ``action_space``."""
+        return isinstance(action_space, cls.supported_action_spaces)
 
     # ---------------------------------------------------------------- acting
     def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:

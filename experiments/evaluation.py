@@ -13,6 +13,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.collect import vector_actions
+
 
 @dataclass
 class EvalResult:
@@ -60,7 +62,7 @@ def evaluate(model: Any, env: str | gym.vector.VectorEnv, n_episodes: int = 10, 
             if masks_fn is not None and (m := masks_fn(venv)) is not None:
                 kwargs["action_masks"] = m
             action, _ = model.predict(obs, deterministic=deterministic, **kwargs)
-            obs, reward, term, trunc, _ = venv.step(action)
+            obs, reward, term, trunc, _ = venv.step(vector_actions(venv.single_action_space, action))
             ep_ret += reward
             ep_len += 1
             for i in np.flatnonzero(np.logical_or(term, trunc)):

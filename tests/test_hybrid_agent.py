@@ -19,7 +19,7 @@ from scipy import integrate, stats
 from torch import Tensor
 
 import envs  # noqa: F401  (registers the ids)
-from agents import GaussianSAC, GumbelSAC, HybridSAC, losses
+from agents import AGENTS, GaussianSAC, GumbelSAC, HybridSAC, losses
 from agents.checkpoint import read_model_file, write_safetensors
 from agents.distributions import HybridDistribution
 from agents.header import HeaderError
@@ -301,6 +301,14 @@ def test_a_config_on_a_wrong_space_names_the_right_agent(agent: str, env_id: str
     assert "\n" not in str(info.value)
 
 
+def test_shipped_hybrid_configs_name_hybrid_ids() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("platform", "goal"):
+        cfg = load_config(repo / f"configs/hybrid_sac/{name}.yaml")
+        check_compatibility(cfg)
+        assert cfg.agent.name == "HybridSAC" and AGENTS[cfg.agent.name].handles(gym.make(cfg.env.id).action_space)
+
+
 def test_check_env_names_hybrid_sac() -> None:
     from experiments.check_env import check_env
 
@@ -332,3 +340,28 @@ def test_learns_the_closed_form_optimum_of_the_target_env() -> None:
     agent = HybridSAC("reparl/HybridTarget-v0", seed=0, device="cpu").learn(3000)
     assert mean_regret(agent) < 0.01
 
+
+# ------------------------------------------------------------------------------ the runner
+def test_run_py_trains_saves_and_evaluates_both_configs(tmp_path: Path) -> None:
+    """``run.py train`` on each shipped hybrid config, a short budget: the model file loads and
+    evaluates; Goal's evaluation reports its scoring rate."""
+    import subprocess
+    import sys
+
+    from experiments.eval_run import run_eval
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("platform", "goal"):
+        proc = subprocess.run([sys.executable, "run.py", "train", f"configs/hybrid_sac/{name}.yaml", "--run-dir",
+                               str(tmp_path / name), "--no-progress", "--wandb", "disabled", "--set",
+                               "train.total_timesteps=300", "train.eval_freq=300", "train.eval_episodes=4",
+                               "agent.learning_starts=100", "agent.net_arch=[32, 32]", "agent.compile=false"],
+                              cwd=repo, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (run_dir,) = (tmp_path / name).iterdir()
+        evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                 if "eval/mean_return" in line]
+        assert [e["global_step"] for e in evals] == [300]
+        assert ("eval/success_rate" in evals[0]) == (name == "goal")
+        report = run_eval(run_dir, episodes=3)
+        assert len(report.result.returns) == 3

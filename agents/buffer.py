@@ -13,12 +13,26 @@ loss. Sampling is O(size) (one ``torch.multinomial`` over the filled rows), not 
 
 n-step returns (``sample(n_step=n)``) follow each env copy's own transitions, which sit ``stride``
 (the number of env copies) rows apart, and stop at the episode's end or at the newest transition.
+
+Image observations (uint8 or bool, 2 or more dims: Atari's (4, 84, 84) frame stacks, MinAtar's
+(10, 10, C)) keep their dtype and each frame once (:class:`FrameStore`), as DQN's replay memory keeps
+single frames (Mnih et al. 2015) and SB3's ``optimize_memory_usage`` keeps one copy of each
+observation. The sharing is found in the data, not assumed from a wrapper: a copy's new observation
+reuses its last next observation's frames only where the two are equal, and a next observation is
+the observation shifted by one frame (one new frame) only where that is so; everywhere else (an
+episode's first observation, a final observation that is not a shift, an env that does not stack)
+the frames are stored whole. Each row then holds frame numbers, not pixels. Flat observations keep
+one float32 tensor each for obs and next_obs (:class:`FlatStore`). A Dict observation is a store per key.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from typing import NamedTuple
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -82,11 +96,321 @@ def check_fits(nbytes: int, device: torch.device | str, what: str) -> None:
                           "rest of the run needs; lower agent.buffer_size")
 
 
+ObsShape = tuple[int, ...] | Mapping[str, tuple[int, ...]]
+ObsDtype = torch.dtype | Mapping[str, torch.dtype]
+Obs = np.ndarray | Mapping[str, np.ndarray]
+
+IMAGE_DTYPES = (torch.uint8, torch.bool)
+MAX_STACK = 16
+"""The longest leading axis taken for a frame stack (DQN stacks 4; a wider one is an image's rows)."""
+
+
+def is_image(shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+    """Whether observations of this shape and dtype are stored as frames: uint8 or bool, 2 or more dims."""
+    return dtype in IMAGE_DTYPES and len(shape) >= 2
+
+
+def stack_size(shape: tuple[int, ...]) -> int:
+    """Frames along the leading axis of an image shaped like a frame stack: 2 to 16 of them, fewer than
+    along the next axis (Gymnasium's ``FrameStackObservation`` of 84 x 84 frames is (4, 84, 84)). Else 1,
+    and the whole image is one frame (MinAtar's (10, 10, C), a single (84, 84) frame). The shape only sets
+    how frames are cut and counted; whether consecutive observations share them is checked on the data."""
+    return int(shape[0]) if len(shape) >= 2 and 2 <= shape[0] <= MAX_STACK and shape[0] < shape[1] else 1
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _put(dst: Tensor, index: np.ndarray, src: np.ndarray) -> None:
+    """``dst[index] = src`` from host data: straight into the memory of a CPU tensor, else one copy."""
+    if dst.device.type == "cpu":
+        dst.numpy()[index] = src
+    else:
+        dst[torch.as_tensor(index, device=dst.device)] = torch.as_tensor(src).to(dst.device)
+
+
+class _Saved:
+    """A saved buffer's tensors, each taken once, by name, with its shape and dtype checked before any
+    of it is used; a name nothing took is refused (a file is data)."""
+
+    def __init__(self, state: Mapping[str, Tensor]) -> None:
+        self.state, self.taken = state, set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.state
+
+    def take(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        v = self.state.get(key)
+        if not isinstance(v, Tensor):
+            raise ValueError(f"saved replay buffer lacks {key!r}")
+        if tuple(v.shape) != tuple(shape) or v.dtype != dtype:
+            raise ValueError(f"saved replay buffer's {key!r} is {tuple(v.shape)} {v.dtype}; this buffer needs "
+                             f"{tuple(shape)} {dtype} (same spaces, env copies and buffer_size)")
+        self.taken.add(key)
+        return v
+
+    def skip(self, *keys: str) -> None:
+        self.taken.update(keys)
+
+    def finish(self) -> None:
+        extra = sorted(set(self.state) - self.taken)
+        if extra:
+            raise ValueError(f"saved replay buffer holds {str(extra[0])[:60]!r}, which this buffer does not "
+                             "(an observation space or action masks other than this agent's)")
+
+
+def _counter(v: Tensor, what: str, low: int, high: int) -> list[int]:
+    values = v.tolist()
+    if not all(low <= x <= high for x in values):
+        raise ValueError(f"saved replay buffer's {what} {values[:4]} are outside [{low}, {high}]")
+    return values
+
+
+class FlatStore:
+    """One observation key as the networks' float input: ``obs`` and ``next_obs`` each a
+    ``(capacity, *shape)`` tensor, written row by row with the other fields."""
+
+    def __init__(self, capacity: int, shape: tuple[int, ...], dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> None:
+        self.shape, self.dtype = tuple(int(d) for d in shape), dtype
+        self.obs = torch.zeros((capacity, *self.shape), dtype=dtype, device=device)
+        self.next_obs = torch.zeros((capacity, *self.shape), dtype=dtype, device=device)
+
+    @staticmethod
+    def nbytes_for(capacity: int, shape: tuple[int, ...], dtype: torch.dtype) -> int:
+        return 2 * capacity * math.prod(shape) * _itemsize(dtype)
+
+    def nbytes(self) -> int:
+        return self.obs.nbytes + self.next_obs.nbytes
+
+    def at(self, rows: Tensor) -> Tensor:
+        return self.obs[rows]
+
+    def next_at(self, rows: Tensor) -> Tensor:
+        return self.next_obs[rows]
+
+    def state_dict(self, filled: int) -> dict[str, Tensor]:
+        return {"obs": self.obs[:filled], "next_obs": self.next_obs[:filled]}
+
+    def load_state_dict(self, saved: _Saved, prefix: str, filled: int) -> Callable[[], None]:
+        """Check the saved tensors; the returned function writes them."""
+        values = [saved.take(prefix + name, (filled, *self.shape), self.dtype) for name in ("obs", "next_obs")]
+
+        def write() -> None:
+            for dst, v in zip((self.obs, self.next_obs), values, strict=True):
+                dst[:filled] = v.to(dst.device)
+        return write
+
+
+class _Plan(NamedTuple):
+    """What one add() writes to a :class:`FrameStore`, decided before anything is written."""
+    copies: np.ndarray
+    obs_frames: np.ndarray  # (n, stack) frame numbers (counted from the first frame ever written)
+    next_frames: np.ndarray
+    new: np.ndarray  # (m, *frame_shape): the frames not stored yet, in the order they get their numbers
+    next_obs: np.ndarray
+    low: int  # the oldest frame number any row of this add refers to is at least this
+    cutoff: int  # after this add, frames numbered below this are overwritten
+
+
+def _fresh(x: np.ndarray) -> np.ndarray:
+    """(n, k, d) -> (n, k) bool: frame j differs from frame j - 1 (the first always counts as fresh)."""
+    out = np.ones(x.shape[:2], dtype=bool)
+    out[:, 1:] = (x[:, 1:] != x[:, :-1]).any(2)
+    return out
+
+
+def _fill_forward(values: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    """Each undefined entry takes the nearest defined one to its left (column 0 must be defined)."""
+    idx = np.maximum.accumulate(np.where(defined, np.arange(values.shape[1]), 0), axis=1)
+    return np.take_along_axis(values, idx, 1)
+
+
+class FrameStore:
+    """One image observation key, each frame stored once.
+
+    An observation of shape ``(stack, *frame)`` (:func:`stack_size`; a single image is one frame) is
+    ``stack`` frame numbers into ``frames``, a ring of ``n_frames`` frames in the observation's dtype.
+    On each add, per env copy: the observation reuses the copy's last next observation's frames if it
+    equals it; the next observation is the observation's last ``stack - 1`` frames plus one if it is
+    that shift; any other observation stores its frames, a frame equal to the one before it (a
+    reset's padding) once. Every comparison is of the data, so a row always reads back what was added.
+
+    Rows and frames are both first in, first out. A row reuses only frames numbered ``low`` or later,
+    ``low`` being the first frame number of the add ``stack`` adds before its own (a copy that adds
+    every time never needs older ones: a frame leaves a stack after ``stack`` shifts; older ones are
+    stored afresh), and records it; ``low`` never decreases from one row to the next. The ring holds
+    ``frames_per_transition`` frames per row plus what ``stack + 1`` adds can write at most, so an add
+    never overwrites a frame its own rows use, and when it would overwrite one an older row uses, that
+    row is dropped first (:meth:`ReplayBuffer.add`): no live row ever reads a frame written over.
+    """
+
+    def __init__(self, capacity: int, shape: tuple[int, ...], dtype: torch.dtype,
+                 device: torch.device | str = "cpu", stride: int = 1,
+                 frames_per_transition: float | None = None) -> None:
+        if not is_image(tuple(shape), dtype):
+            raise ValueError(f"a FrameStore holds uint8 or bool images of 2 or more dims; got {tuple(shape)} {dtype}")
+        self.shape, self.dtype = tuple(int(d) for d in shape), dtype
+        self.np_dtype = np.dtype(np.bool_) if dtype == torch.bool else np.dtype(np.uint8)
+        self.stack = k = stack_size(self.shape)
+        self.frame_shape = self.shape[1:] if k > 1 else self.shape
+        self.n_frames = self.frame_count(capacity, self.shape, stride, frames_per_transition)
+        self.frames = torch.zeros((self.n_frames, *self.frame_shape), dtype=dtype, device=device)
+        self.obs_slots = torch.zeros((capacity, k), dtype=torch.int32, device=device)
+        self.next_slots = torch.zeros((capacity, k), dtype=torch.int32, device=device)
+        self.low = np.zeros(capacity, dtype=np.int64)  # on the host: add() reads it without a device sync
+        self.head = 0  # frames written so far: the next frame's number
+        self.recent: deque[int] = deque([0] * k, maxlen=k)  # head at the start of each of the last k adds
+        # Each copy's last next observation, and its frame numbers (-1: none): what the copy's next
+        # observation is compared with, on the host, so an add never reads the device.
+        self.last_obs = np.zeros((stride, *self.shape), dtype=self.np_dtype)
+        self.last_frames = np.full((stride, k), -1, dtype=np.int64)
+
+    @staticmethod
+    def default_frames_per_transition(shape: tuple[int, ...]) -> float:
+        """A stack adds one frame a step, and an episode's first observation one or two more (its
+        padding stored once): 1.25 keeps every transition of episodes of 8 steps or more. A single
+        image is one frame a step, and one more where an episode starts: 2 keeps them all."""
+        return 1.25 if stack_size(shape) > 1 else 2.0
+
+    @classmethod
+    def frame_count(cls, capacity: int, shape: tuple[int, ...], stride: int = 1,
+                    frames_per_transition: float | None = None) -> int:
+        k = stack_size(shape)
+        per = cls.default_frames_per_transition(shape) if frames_per_transition is None else frames_per_transition
+        if not (isinstance(per, int | float) and math.isfinite(per) and 0 < per <= 2 * k):
+            raise ValueError(f"frames_per_transition must be in (0, {2 * k}] for observations {tuple(shape)}; "
+                             f"got {per!r}")
+        # The margin: stack + 1 adds of at most 2 * stack new frames per row (obs and next_obs whole).
+        return math.ceil(per * capacity) + (k + 1) * 2 * k * stride
+
+    @classmethod
+    def nbytes_for(cls, capacity: int, shape: tuple[int, ...], dtype: torch.dtype, stride: int = 1,
+                   frames_per_transition: float | None = None) -> int:
+        k, item = stack_size(shape), _itemsize(dtype)
+        frame = math.prod(shape[1:] if k > 1 else shape)
+        return (cls.frame_count(capacity, shape, stride, frames_per_transition) * frame * item
+                + capacity * (2 * k * 4 + 8) + stride * (math.prod(shape) * item + 8 * k))
+
+    def nbytes(self) -> int:
+        return sum(x.nbytes for x in (self.frames, self.obs_slots, self.next_slots, self.low, self.last_obs,
+                                      self.last_frames))
+
+    def _rows(self, x: Any, n: int, what: str) -> np.ndarray:
+        a = np.asarray(x)
+        if a.shape != (n, *self.shape) or a.dtype != self.np_dtype:
+            raise ValueError(f"{what} is {a.shape} {a.dtype}; this buffer stores image observations as "
+                             f"{(n, *self.shape)} {self.np_dtype} (the env's own dtype, not scaled)")
+        return a
+
+    def plan(self, copies: np.ndarray, obs: Any, next_obs: Any) -> _Plan:
+        n, k = len(copies), self.stack
+        obs, next_obs = self._rows(obs, n, "obs"), self._rows(next_obs, n, "next_obs")
+        a, b = obs.reshape(n, k, -1), next_obs.reshape(n, k, -1)
+        low = self.recent[0]
+        last = self.last_frames[copies]
+        # The copy's last next observation, if it is still stored and refers to nothing older than low.
+        reused = (last.min(1) >= low) & (a.reshape(n, -1) == self.last_obs[copies].reshape(n, -1)).all(1)
+        shifted = (b[:, :-1] == a[:, 1:]).all((1, 2))  # a single frame (k = 1) is trivially "shifted"
+        fresh_obs = _fresh(a) & ~reused[:, None]
+        fresh_next = _fresh(b)
+        # A shift's new frame is always stored, even if equal to the one before it: pointing it at the
+        # older frame would keep that frame in the stack past ``stack`` adds, older than ``low``.
+        fresh_next[shifted] = False
+        fresh_next[shifted, -1] = True
+        fresh = np.concatenate([fresh_obs, fresh_next], 1)
+        m = int(fresh.sum())
+        numbers = np.full((n, 2 * k), -1, dtype=np.int64)
+        numbers[fresh] = self.head + np.arange(m)
+        obs_frames = np.where(reused[:, None], last, _fill_forward(numbers[:, :k], fresh_obs))
+        base = np.where(shifted[:, None], np.concatenate([obs_frames[:, 1:], numbers[:, -1:]], 1), numbers[:, k:])
+        defined = fresh_next.copy()
+        defined[shifted, :-1] = True
+        next_frames = _fill_forward(base, defined)
+        new = np.concatenate([a, b], 1)[fresh].reshape(m, *self.frame_shape)
+        cutoff = self.head + m - self.n_frames
+        if low < cutoff:  # frame_count's margin rules this out
+            raise RuntimeError(f"frame ring of {self.n_frames} too small for an add of {m} frames")
+        return _Plan(copies, obs_frames, next_frames, new, next_obs, low, cutoff)
+
+    def commit(self, rows: np.ndarray, plan: _Plan) -> None:
+        size = self.n_frames
+        if len(plan.new):
+            _put(self.frames, (self.head + np.arange(len(plan.new))) % size, plan.new)
+        _put(self.obs_slots, rows, (plan.obs_frames % size).astype(np.int32))
+        _put(self.next_slots, rows, (plan.next_frames % size).astype(np.int32))
+        self.low[rows] = plan.low
+        self.last_obs[plan.copies] = plan.next_obs
+        self.last_frames[plan.copies] = plan.next_frames
+        self.recent.append(self.head)
+        self.head += len(plan.new)
+
+    def at(self, rows: Tensor) -> Tensor:
+        return self.frames[self.obs_slots[rows]].reshape(-1, *self.shape)
+
+    def next_at(self, rows: Tensor) -> Tensor:
+        return self.frames[self.next_slots[rows]].reshape(-1, *self.shape)
+
+    def state_dict(self, filled: int) -> dict[str, Tensor]:
+        gone = self.last_frames.min(1) < self.head - self.n_frames  # written over: never reused again
+        last = np.where(gone[:, None], -1, self.last_frames)
+        return {"frames": self.frames[: min(self.head, self.n_frames)], "obs_slots": self.obs_slots[:filled],
+                "next_slots": self.next_slots[:filled], "low": torch.from_numpy(self.low[:filled].copy()),
+                "counters": torch.tensor([self.n_frames, self.head, *self.recent], dtype=torch.int64),
+                "last": torch.from_numpy(last)}
+
+    def load_state_dict(self, saved: _Saved, prefix: str, filled: int, live: np.ndarray) -> Callable[[], None]:
+        """Check the saved tensors (``live``: the live rows, oldest first), every frame number against the
+        ring; the returned function writes them."""
+        size, k = self.n_frames, self.stack
+        counters = saved.take(prefix + "counters", (k + 2,), torch.int64).tolist()
+        if counters[0] != size:
+            raise ValueError(f"saved replay buffer's {prefix}frames ring holds {counters[0]:,} frames; this one "
+                             f"{size:,} (keep buffer_size, the env copies and frames_per_transition)")
+        head = _counter(torch.tensor(counters[1:2]), f"{prefix}frames written", 0, 2**62)[0]
+        recent = _counter(torch.tensor(counters[2:]), f"{prefix}recent frame counts", 0, head)
+        if recent != sorted(recent):
+            raise ValueError(f"saved replay buffer's {prefix}recent frame counts {recent} decrease")
+        written = min(head, size)
+        frames = saved.take(prefix + "frames", (written, *self.frame_shape), self.dtype)
+        slots = [saved.take(prefix + name, (filled, k), torch.int32) for name in ("obs_slots", "next_slots")]
+        for name, s in zip(("obs_slots", "next_slots"), slots, strict=True):
+            if s.numel() and not (int(s.min()) >= 0 and int(s.max()) < written):
+                raise ValueError(f"saved replay buffer's {prefix}{name} point outside its {written:,} frames")
+        low = saved.take(prefix + "low", (filled,), torch.int64).numpy()
+        if filled and not (int(low.min()) >= 0 and int(low.max()) <= head):
+            raise ValueError(f"saved replay buffer's {prefix}low is outside [0, {head}]")
+        ages = low[live]
+        if len(ages) and (ages[0] < head - size or (np.diff(ages) < 0).any()):
+            raise ValueError(f"saved replay buffer's live transitions refer to {prefix}frames already written over")
+        last = saved.take(prefix + "last", self.last_frames.shape, torch.int64).numpy()
+        kept = (last.min(1) >= max(0, head - size)) & (last.max(1) < head)
+        if not ((last == -1).all(1) | kept).all():
+            raise ValueError(f"saved replay buffer's {prefix}last frames are outside the {written:,} it holds")
+
+        def write() -> None:
+            device = self.frames.device
+            self.frames[:written] = frames.to(device)
+            self.obs_slots[:filled] = slots[0].to(device)
+            self.next_slots[:filled] = slots[1].to(device)
+            self.low[:filled] = low
+            self.head, self.recent = head, deque(recent, maxlen=k)
+            self.last_frames[:] = last
+            self.last_obs[:] = 0
+            if kept.any():  # each copy's last next observation, read back from the frames it names
+                idx = torch.as_tensor(last[kept] % size, device=device)
+                self.last_obs[kept] = self.frames[idx].reshape(-1, *self.shape).cpu().numpy()
+        return write
+
+
 class Batch(NamedTuple):
-    obs: Tensor
+    obs: Tensor | dict[str, Tensor]
+    """Stored observations: float32 rows for flat keys, the env's own uint8 or bool images for image
+    keys (scaled inside the network), a dict of them for a Dict observation."""
     actions: Tensor
     rewards: Tensor
-    next_obs: Tensor
+    next_obs: Tensor | dict[str, Tensor]
     terminated: Tensor
     truncated: Tensor
     masks: Tensor | None
@@ -101,36 +425,56 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Circular buffer of transitions; every field is one tensor allocated up front.
+    """Circular buffer of transitions; every field is allocated up front.
 
     Args:
         capacity: number of transitions kept; the oldest are overwritten.
-        obs_shape: shape of one observation.
+        obs_shape: shape of one stored observation, or a dict of them (a Dict observation: then
+            ``obs_dtype`` is a dict with the same keys, or one dtype for all). :func:`agents.spaces.stored_layout`
+            gives both for a Gymnasium space.
         action_shape: shape of one action as stored (integers per factor, or a float vector).
         action_dtype: ``torch.long`` for categorical, ``torch.float32`` for Box.
         mask_size: length of the flat action mask, or None when the env has none. Both ``masks``
             and ``next_masks`` default to all-True (every action allowed).
+        obs_dtype: ``torch.float32`` for flat observations; ``torch.uint8`` or ``torch.bool`` with 2 or
+            more dims stores images once per frame in their own dtype (:class:`FrameStore`).
         stride: rows between one env copy's consecutive transitions: the number of copies, whose
-            transitions each :meth:`add` writes in the same order every time. Only n-step sampling
-            reads it.
+            transitions each :meth:`add` writes in the same order every time. n-step sampling reads it,
+            and image observations are compared per copy.
         priority_alpha: 0 samples uniformly; above 0, prioritized replay with this exponent.
         priority_beta: exponent of the importance weights of prioritized replay (1 corrects fully).
+        frames_per_transition: image observations only: frames the ring keeps per transition
+            (:meth:`FrameStore.default_frames_per_transition`). Where the env needs more (very short
+            episodes, an image that is not a stack but looks like one), the oldest transitions go
+            early, with a warning, rather than any frame a live one uses.
     """
 
     PRIORITY_EPS = 1e-3  # keeps a row whose TD error is 0 sampleable (Schaul et al.'s epsilon)
 
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+    def __init__(self, capacity: int, obs_shape: ObsShape, action_shape: tuple[int, ...],
                  action_dtype: torch.dtype, device: torch.device | str = "cpu", mask_size: int | None = None,
-                 obs_dtype: torch.dtype = torch.float32, stride: int = 1, priority_alpha: float = 0.0,
-                 priority_beta: float = 0.4) -> None:
+                 obs_dtype: ObsDtype = torch.float32, stride: int = 1, priority_alpha: float = 0.0,
+                 priority_beta: float = 0.4, frames_per_transition: float | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1; got {capacity}")
         self.capacity = int(capacity)
         self.stride = int(stride)
         self.device = torch.device(device)
+        self.keys, layout = self._layout(obs_shape, obs_dtype)
+        self.stores: dict[str | None, FlatStore | FrameStore] = {
+            key: FrameStore(capacity, shape, dtype, self.device, self.stride, frames_per_transition)
+            if is_image(shape, dtype) else FlatStore(capacity, shape, dtype, self.device)
+            for key, (shape, dtype) in layout.items()}
+        self.frame_stores = {k: s for k, s in self.stores.items() if isinstance(s, FrameStore)}
+        if self.frame_stores and not 1 <= self.stride <= self.capacity:
+            raise ValueError(f"image observations need 1 <= stride (env copies) <= capacity; got stride={stride}, "
+                             f"capacity={capacity}")
+        # One flat observation: the layout and the code paths this buffer has always had.
+        self.flat_only = self.keys is None and not self.frame_stores
+        self.obs, self.next_obs = ((self.stores[None].obs, self.stores[None].next_obs) if self.flat_only
+                                   else (None, None))
+        self.frames_per_transition = frames_per_transition
         kw = {"device": self.device}
-        self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, **kw)
-        self.next_obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, **kw)
         self.actions = torch.zeros((capacity, *action_shape), dtype=action_dtype, **kw)
         self.rewards = torch.zeros(capacity, dtype=torch.float32, **kw)
         self.terminated = torch.zeros(capacity, dtype=torch.float32, **kw)
@@ -143,28 +487,72 @@ class ReplayBuffer:
         self.priorities = torch.zeros(capacity, dtype=torch.float32, **kw) if self.priority_alpha > 0 else None
         self.max_priority = torch.ones((), dtype=torch.float32, **kw)
         self.pos = 0
-        self.size = 0
+        self.size = 0  # live rows: the newest ``size`` before ``pos``
+        self.filled = 0  # rows ever written (their data is saved): ``size`` unless image rows were dropped early
+        self.dropped = 0  # rows dropped before the ring reached them, to free frames
 
     @staticmethod
-    def nbytes_for(capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                   mask_size: int | None = None, obs_dtype: torch.dtype = torch.float32) -> int:
-        """Bytes the buffer will allocate, so a config can be refused before it runs."""
-        obs_bytes = torch.empty((), dtype=obs_dtype).element_size() * int(np.prod(obs_shape))
-        per = 2 * obs_bytes + 8 * int(np.prod(action_shape)) + 3 * 4 + 2 * (mask_size or 0)
-        return capacity * per
+    def _layout(obs_shape: ObsShape, obs_dtype: ObsDtype) -> tuple[tuple[str, ...] | None,
+                                                                    dict[str | None, tuple[tuple[int, ...],
+                                                                                           torch.dtype]]]:
+        if not isinstance(obs_shape, Mapping):
+            if not isinstance(obs_dtype, torch.dtype):
+                raise TypeError(f"obs_dtype must be a torch dtype for one observation; got {obs_dtype!r}")
+            return None, {None: (tuple(int(d) for d in obs_shape), obs_dtype)}
+        keys = tuple(obs_shape)
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f"a Dict observation needs string keys; got {list(keys)}")
+        dtypes = obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(keys, obs_dtype)
+        if set(dtypes) != set(keys):
+            raise ValueError(f"obs_dtype's keys {sorted(dtypes)} differ from obs_shape's {sorted(keys)}")
+        return keys, {k: (tuple(int(d) for d in obs_shape[k]), dtypes[k]) for k in keys}
+
+    @classmethod
+    def nbytes_for(cls, capacity: int, obs_shape: ObsShape, action_shape: tuple[int, ...],
+                   mask_size: int | None = None, *, obs_dtype: ObsDtype = torch.float32,
+                   action_dtype: torch.dtype = torch.long, stride: int = 1, priority_alpha: float = 0.0,
+                   frames_per_transition: float | None = None) -> int:
+        """Bytes the buffer will allocate (:meth:`nbytes` of the buffer these arguments build), so a
+        config can be refused before it runs."""
+        _, layout = cls._layout(obs_shape, obs_dtype)
+        per_row = (math.prod(action_shape) * _itemsize(action_dtype) + 3 * 4 + 2 * (mask_size or 0)
+                   + (4 if priority_alpha > 0 else 0))
+        total = capacity * per_row + 4  # + max_priority
+        for shape, dtype in layout.values():
+            total += (FrameStore.nbytes_for(capacity, shape, dtype, stride, frames_per_transition)
+                      if is_image(shape, dtype) else FlatStore.nbytes_for(capacity, shape, dtype))
+        return total
+
+    def nbytes(self) -> int:
+        """Bytes this buffer holds: its tensors and the little it keeps on the host for image observations."""
+        fields = (self.actions, self.rewards, self.terminated, self.truncated, self.masks, self.next_masks,
+                  self.priorities, self.max_priority)
+        return sum(s.nbytes() for s in self.stores.values()) + sum(f.nbytes for f in fields if f is not None)
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray, masks: np.ndarray | None = None,
-            next_masks: np.ndarray | None = None) -> None:
-        """Add a batch of transitions (one per vector-env copy); masks are flat, ``(n, mask_size)``."""
-        n = len(rewards)
-        fields = [(self.obs, obs), (self.next_obs, next_obs), (self.actions, actions), (self.rewards, rewards),
-                  (self.terminated, terminated), (self.truncated, truncated)]
-        fields += [(dst, src) for dst, src in ((self.masks, masks), (self.next_masks, next_masks))
-                   if dst is not None and src is not None]
+    def _split(self, x: Obs, what: str) -> dict[str | None, Any]:
+        if self.keys is None:
+            return {None: x}
+        if not isinstance(x, Mapping) or set(x) != set(self.keys):
+            got = sorted(x) if isinstance(x, Mapping) else type(x).__name__
+            raise ValueError(f"{what} must be a dict with keys {sorted(self.keys)}; got {got}")
+        return {k: x[k] for k in self.keys}
+
+    def _copies(self, copies: np.ndarray | None, n: int) -> np.ndarray:
+        if copies is None:
+            if n > self.stride:
+                raise ValueError(f"add() got {n} transitions, more than the buffer's stride={self.stride} env "
+                                 "copies; pass copies=[which copy each row is] or build it with a larger stride")
+            return np.arange(n)
+        c = np.asarray(copies)
+        if c.shape != (n,) or c.dtype.kind not in "iu" or len(np.unique(c)) != n or \
+                (n and not (0 <= c.min() and c.max() < self.stride)):
+            raise ValueError(f"copies must be {n} distinct env copy indices in [0, {self.stride}); got {c!r}")
+        return c.astype(np.int64)
+
+    def _write(self, fields: list[tuple[Tensor, Any]], n: int) -> slice | Tensor:
         if self.device.type == "cpu" and self.pos + n <= self.capacity:
             # The common case, once per env step: numpy writes straight into the tensors' memory,
             # ~1 us a field against ~30 us for index_put through torch (measured with torch.profiler).
@@ -176,10 +564,75 @@ class ReplayBuffer:
             rows = ((torch.arange(n) + self.pos) % self.capacity).to(self.device)
             for dst, src in fields:
                 dst[rows] = torch.as_tensor(np.asarray(src), device=self.device).to(dst.dtype).reshape(dst[rows].shape)
+        return rows
+
+    def add(self, obs: Obs, actions: np.ndarray, rewards: np.ndarray, next_obs: Obs,
+            terminated: np.ndarray, truncated: np.ndarray, masks: np.ndarray | None = None,
+            next_masks: np.ndarray | None = None, copies: np.ndarray | None = None) -> None:
+        """Add a batch of transitions (one per vector-env copy); masks are flat, ``(n, mask_size)``.
+
+        ``copies``: which env copy each row is, when not all of them (NEXT_STEP autoreset skips a copy's
+        reset step); default ``0, 1, ..., n - 1``. Image observations are compared per copy.
+        """
+        n = len(rewards)
+        fields = [(self.actions, actions), (self.rewards, rewards), (self.terminated, terminated),
+                  (self.truncated, truncated)]
+        fields += [(dst, src) for dst, src in ((self.masks, masks), (self.next_masks, next_masks))
+                   if dst is not None and src is not None]
+        if self.flat_only:
+            rows = self._write([(self.obs, obs), (self.next_obs, next_obs), *fields], n)
+            if self.priorities is not None:
+                self.priorities[rows] = self.max_priority
+            self.pos = (self.pos + n) % self.capacity
+            self.size = self.filled = min(self.size + n, self.capacity)
+            return
+        if n > self.capacity:
+            raise ValueError(f"add() got {n} transitions; this buffer holds {self.capacity}")
+        obs, next_obs = self._split(obs, "obs"), self._split(next_obs, "next_obs")
+        plans = {}
+        if self.frame_stores:
+            who = self._copies(copies, n)
+            plans = {k: s.plan(who, obs[k], next_obs[k]) for k, s in self.frame_stores.items()}
+        live = min(self.size, self.capacity - n)  # the rows at pos .. pos + n - 1 are written over
+        keep = live
+        while keep > 0 and any(s.low[(self.pos - keep) % self.capacity] < plans[k].cutoff
+                               for k, s in self.frame_stores.items()):
+            keep -= 1  # the oldest row refers to a frame this add writes over: it goes first
+        if keep < live:
+            self._drop((self.pos - live + np.arange(live - keep)) % self.capacity)
+        host_rows = (self.pos + np.arange(n)) % self.capacity
+        for k, s in self.frame_stores.items():
+            s.commit(host_rows, plans[k])
+        fields += [pair for k, s in self.stores.items() if isinstance(s, FlatStore)
+                   for pair in ((s.obs, obs[k]), (s.next_obs, next_obs[k]))]
+        rows = self._write(fields, n)
         if self.priorities is not None:
             self.priorities[rows] = self.max_priority
         self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
+        self.size = keep + n
+        self.filled = min(self.filled + n, self.capacity)
+
+    def _drop(self, rows: np.ndarray) -> None:
+        if self.priorities is not None:
+            self.priorities[torch.as_tensor(rows, device=self.device)] = 0.0
+        if not self.dropped:
+            per = {k: s.n_frames for k, s in self.frame_stores.items()}
+            warnings.warn(f"replay buffer: the image observations need more frames than its ring of {per} holds "
+                          f"for {self.capacity:,} transitions (frames_per_transition="
+                          f"{self.frames_per_transition or 'default'}: very short episodes, or images that are "
+                          "not frame stacks), so the oldest transitions go before the capacity is reached; "
+                          "raise frames_per_transition to keep them", RuntimeWarning, stacklevel=3)
+        self.dropped += len(rows)
+
+    def _obs_at(self, rows: Tensor) -> Tensor | dict[str, Tensor]:
+        if self.keys is None:
+            return self.stores[None].at(rows)
+        return {k: self.stores[k].at(rows) for k in self.keys}
+
+    def _next_obs_at(self, rows: Tensor) -> Tensor | dict[str, Tensor]:
+        if self.keys is None:
+            return self.stores[None].next_at(rows)
+        return {k: self.stores[k].next_at(rows) for k in self.keys}
 
     def update_priorities(self, indices: Tensor, td_errors: Tensor) -> None:
         """Prioritized replay: the sampled rows' new priorities from their absolute TD errors.
@@ -205,6 +658,8 @@ class ReplayBuffer:
         if self.priorities is not None:
             return self._sample_prioritized(batch_size, generator, n_step, gamma)
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device="cpu")
+        if self.size < self.capacity and self.pos != self.size:  # rows were dropped early: the live ones
+            idx = (idx + (self.pos - self.size)) % self.capacity  # start after them, not at row 0
         if self.device.type != "cpu":
             idx = idx.to(self.device, non_blocking=True)
         return self._gather(idx, n_step, gamma)
@@ -212,13 +667,13 @@ class ReplayBuffer:
     def _gather(self, idx: Tensor, n_step: int, gamma: float) -> Batch:
         if n_step > 1:
             return self._sample_n_step(idx, n_step, gamma)
-        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
+        return Batch(self._obs_at(idx), self.actions[idx], self.rewards[idx], self._next_obs_at(idx),
                      self.terminated[idx], self.truncated[idx],
                      *(m[idx] if m is not None else None for m in (self.masks, self.next_masks)))
 
     def _sample_prioritized(self, batch_size: int, generator: torch.Generator | None, n_step: int,
                             gamma: float) -> Batch:
-        p = self.priorities[: self.size]
+        p = self.priorities[: self.filled]  # a row dropped early has priority 0
         idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)
         # (N P(i)) ** -beta normalized by the batch's largest: the smallest priority has weight 1.
         chosen = p[idx]
@@ -238,37 +693,87 @@ class ReplayBuffer:
         last = rows.gather(1, (k - 1).unsqueeze(1)).squeeze(1)
         powers = gamma ** torch.arange(n_step + 1, device=idx.device, dtype=self.rewards.dtype)
         rewards = (self.rewards[rows] * powers[:n_step] * counted).sum(1)
-        return Batch(self.obs[idx], self.actions[idx], rewards, self.next_obs[last], self.terminated[last],
+        return Batch(self._obs_at(idx), self.actions[idx], rewards, self._next_obs_at(last), self.terminated[last],
                      self.truncated[last], *(m[i] if m is not None else None
                                              for m, i in ((self.masks, idx), (self.next_masks, last))),
                      discount=powers[k])
 
+    # ------------------------------------------------------------------------- checkpoints
+    def _prefix(self, key: str | None) -> str:
+        if self.flat_only:
+            return ""
+        return "obs." if key is None else f"obs.{key}."
+
     def state_dict(self) -> dict[str, Tensor]:
-        """The filled part of every field, for checkpoints."""
-        out = {k: getattr(self, k)[: self.size] for k in
-               ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")}
+        """The written part of every field, for checkpoints."""
+        n = self.filled
+        out: dict[str, Tensor] = {}
+        for key, store in self.stores.items():
+            out.update({self._prefix(key) + name: v for name, v in store.state_dict(n).items()})
+        out.update({k: getattr(self, k)[:n] for k in ("actions", "rewards", "terminated", "truncated")})
         if self.masks is not None:
-            out["masks"] = self.masks[: self.size]
-            out["next_masks"] = self.next_masks[: self.size]
+            out["masks"] = self.masks[:n]
+            out["next_masks"] = self.next_masks[:n]
         if self.priorities is not None:
-            out["priorities"] = self.priorities[: self.size]
+            out["priorities"] = self.priorities[:n]
             out["max_priority"] = self.max_priority.reshape(1)
-        out["pos_size"] = torch.tensor([self.pos, self.size])
+        out["pos_size"] = (torch.tensor([self.pos, self.size]) if self.flat_only else
+                           torch.tensor([self.pos, self.size, self.filled, self.capacity]))
         return out
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        pos, size = (int(v) for v in state["pos_size"])
-        if size > self.capacity:
-            raise ValueError(f"saved buffer holds {size} transitions; this buffer's capacity is {self.capacity}")
-        for k, v in state.items():
-            if k == "pos_size" or (k in ("priorities", "max_priority") and self.priorities is None):
-                continue  # a uniform buffer ignores a prioritized one's priorities
-            if k == "max_priority":
-                self.max_priority.copy_(v.reshape(()))
-            else:
-                getattr(self, k)[:size] = v.to(self.device)
-        if self.priorities is not None and "priorities" not in state:
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Continue from :meth:`state_dict`'s tensors. Every tensor's shape and dtype, every position and
+        every frame number is checked against this buffer before anything is written to it."""
+        saved = _Saved(state)
+        if self.flat_only:
+            pos, size = _counter(saved.take("pos_size", (2,), torch.int64), "pos and size", 0, 2**62)
+            if size > self.capacity:
+                raise ValueError(f"saved buffer holds {size} transitions; this buffer's capacity is {self.capacity}")
+            if pos > self.capacity or (pos != size and size != self.capacity):
+                raise ValueError(f"saved buffer wrapped around at row {pos} of {size}; load it into a buffer of "
+                                 f"capacity {size}")
+            filled, live = size, np.arange(size)
+        else:
+            pos, size, filled, capacity = _counter(saved.take("pos_size", (4,), torch.int64),
+                                                   "pos, size, rows written and capacity", 0, 2**62)
+            if capacity != self.capacity:
+                raise ValueError(f"saved buffer's capacity is {capacity}; this buffer's is {self.capacity}")
+            if not (size <= filled <= capacity and pos < capacity and (filled == capacity or pos == filled)):
+                raise ValueError(f"saved buffer's position {pos}, size {size} and rows written {filled} do not fit "
+                                 f"a buffer of {capacity}")
+            live = (pos - size + np.arange(size)) % capacity
+        writes = [store.load_state_dict(saved, self._prefix(key), filled, live) if isinstance(store, FrameStore)
+                  else store.load_state_dict(saved, self._prefix(key), filled) for key, store in self.stores.items()]
+        fields = [(getattr(self, name), name) for name in ("actions", "rewards", "terminated", "truncated")]
+        if "masks" in saved or "next_masks" in saved:
+            if self.masks is None:
+                raise ValueError("saved replay buffer holds action masks; this buffer has none (an env without "
+                                 "action_masks())")
+            fields += [(self.masks, "masks"), (self.next_masks, "next_masks")]
+        values = [(dst, saved.take(name, (filled, *dst.shape[1:]), dst.dtype)) for dst, name in fields]
+        priorities = None
+        if self.priorities is None:
+            saved.skip("priorities", "max_priority")  # a uniform buffer ignores a prioritized one's priorities
+        elif "priorities" in saved:
+            priorities = saved.take("priorities", (filled,), torch.float32)
+            top = saved.take("max_priority", (1,), torch.float32)
+            if not (bool(torch.isfinite(priorities).all()) and bool((priorities >= 0).all())
+                    and math.isfinite(float(top)) and float(top) > 0):
+                raise ValueError("saved replay buffer's priorities are not finite and >= 0")
+        saved.finish()
+        # Everything checked: now write.
+        for write in writes:
+            write()
+        for dst, v in values:
+            dst[:filled] = v.to(self.device)
+        if priorities is not None:
+            self.priorities[:filled] = priorities.to(self.device)
+            self.max_priority.copy_(top.reshape(()))
+        elif self.priorities is not None:
             # Prioritized replay turned on at a checkpoint saved without it (experiments.research.replay):
             # every stored row starts level, as a new row would.
-            self.priorities[:size] = self.max_priority
-        self.pos, self.size = pos, size
+            self.priorities[torch.as_tensor(live, device=self.device, dtype=torch.long)] = self.max_priority
+        if self.priorities is not None and size < filled:  # rows dropped early are never drawn
+            dead = np.setdiff1d(np.arange(filled), live)
+            self.priorities[torch.as_tensor(dead, device=self.device)] = 0.0
+        self.pos, self.size, self.filled = pos, size, filled

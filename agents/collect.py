@@ -81,6 +81,29 @@ def final_masks(next_masks: np.ndarray | None, info: dict[str, Any], done: np.nd
     return out
 
 
+def _arrays(obs: Any) -> list[np.ndarray]:
+    """The arrays of an observation batch: itself, or a Dict observation's, key by key."""
+    return [np.asarray(v) for v in obs.values()] if isinstance(obs, dict) else [np.asarray(obs)]
+
+
+def _rows(x: Any, keep: np.ndarray) -> Any:
+    return {k: np.asarray(v)[keep] for k, v in x.items()} if isinstance(x, dict) else np.asarray(x)[keep]
+
+
+def _with_final(next_obs: Any, final: Any, done: np.ndarray) -> Any:
+    """``next_obs`` with each finished copy's row replaced by its final observation (SAME_STEP
+    autoreset). ``final`` holds one observation per copy (a Dict observation's as a dict each)."""
+    out = {k: np.array(v, copy=True) for k, v in next_obs.items()} if isinstance(next_obs, dict) \
+        else np.array(next_obs, copy=True)
+    for i in np.flatnonzero(done):
+        if isinstance(out, dict):
+            for k, v in out.items():
+                v[i] = final[i][k]
+        else:
+            out[i] = final[i]
+    return out
+
+
 class Collector:
     """Steps a vector env and writes each transition to the replay buffer.
 
@@ -137,11 +160,10 @@ class Collector:
         done = np.logical_or(terminated, truncated)
         real_next = next_obs
         if not self.next_step_mode and done.any():
-            real_next = np.array(next_obs, copy=True)
-            for i in np.flatnonzero(done):
-                real_next[i] = info["final_obs"][i]
-        # Three tiny arrays: microseconds, and a NaN never reaches the buffer or the critics.
-        for what, values in (("reward", rewards), ("observation", real_next), ("observation", next_obs)):
+            real_next = _with_final(next_obs, info["final_obs"], done)
+        # Small arrays: microseconds, and a NaN never reaches the buffer or the critics.
+        for what, values in (("reward", rewards), *(("observation", x) for x in (*_arrays(real_next),
+                                                                                  *_arrays(next_obs)))):
             if not np.isfinite(values).all():
                 raise NonFiniteError(f"env {label} returned a non-finite {what} at env step "
                                      f"{step + env.num_envs}: {what}s={np.asarray(values)!r}")
@@ -151,8 +173,9 @@ class Collector:
         if self.next_step_mode:  # the step after a done only resets: nothing to store
             keep = ~self.prev_done
             if keep.any():
-                buffer.add(*(np.asarray(x)[keep] for x in fields),
-                           *(m[keep] if m is not None else None for m in (masks, next_masks)))
+                buffer.add(*(_rows(x, keep) for x in fields),
+                           *(m[keep] if m is not None else None for m in (masks, next_masks)),
+                           copies=np.flatnonzero(keep))
             self.prev_done = done
         else:
             keep = None

@@ -256,12 +256,12 @@ class SoftActorCritic:
             shape, dtype = self.head.stored_shape
             mask_size = self.head.mask_size if self.collector is not None and self.collector.use_masks else None
             obs_shape, obs_dtype = stored_layout(self.observation_space)
-            check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, shape, mask_size, obs_dtype),
+            kw = dict(mask_size=mask_size, obs_dtype=obs_dtype, stride=self.env.num_envs if self.env is not None else 1)
+            check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, shape, action_dtype=dtype,
+                                               priority_alpha=hp["prioritized_replay"], **kw),
                        self.device, f"a replay buffer of {hp['buffer_size']:,} transitions")
             self.buffer = ReplayBuffer(hp["buffer_size"], obs_shape, shape, dtype, self.device,
-                                       mask_size=mask_size, obs_dtype=obs_dtype,
-                                       stride=self.env.num_envs if self.env is not None else 1,
-                                       priority_alpha=hp["prioritized_replay"], priority_beta=hp["priority_beta"])
+                                       priority_alpha=hp["prioritized_replay"], priority_beta=hp["priority_beta"], **kw)
         return self.buffer
 
     def _collector(self, env: gym.vector.VectorEnv) -> Collector:

@@ -11,7 +11,8 @@ would leave ``final_obs`` unnormalized otherwise (it refuses ``SAME_STEP``); the
 skips the reset step in that mode.
 
 Importing ``envs`` registers reparl's own envs: ``reparl/Combinatorial-v0`` and
-``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`), ``reparl/MinAtar-<Game>-v0``
+``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`), the suite of combinatorial structures
+``reparl/CombinatorialChain-v0`` ... (:mod:`envs.combinatorial_suite`), ``reparl/MinAtar-<Game>-v0``
 (:mod:`envs.minatar`), the hybrid-action envs ``reparl/Platform-v0``, ``reparl/Goal-v0`` and their
 relaxed Box ids (:mod:`envs.hybrid`), and ``ale-py``'s Atari games (``ALE/Breakout-v5`` and the rest).
 
@@ -46,7 +47,7 @@ import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
 from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
 
-from envs import combinatorial, hybrid, minatar  # noqa: F401  (register the reparl/ envs)
+from envs import combinatorial, combinatorial_suite, hybrid, minatar  # noqa: F401  (register the reparl/ envs)
 
 __all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "is_atari", "load_obs_normalization", "make_env",
            "make_vec_env", "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]

@@ -162,15 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description=_fill("Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with "
                                          "batch and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to "
-                                         "CartPole 475. Each measurement runs in a fresh process, ours and SB3's "
+                                         "CartPole 475, and the pairwise critic's update cost against rank and "
+                                         "factors. Each measurement runs in a fresh process, ours and SB3's "
                                          "alternating; tables give medians and same-run ratios."),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  %(prog)s\n  %(prog)s --sections throughput --rounds 5\n"
-                              "  %(prog)s --device cuda --sections throughput scaling")
+                              "  %(prog)s --device cuda --sections throughput scaling\n"
+                              "  %(prog)s --sections pairwise --rounds 1")
     b.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
-                   help="any of throughput, scaling, envs, cartpole (default: all)")
-    b.add_argument("--rounds", type=int, default=3, help="alternating rounds of the throughput section (default 3)")
-    b.add_argument("--updates", type=int, default=300, help="timed updates per throughput measurement (default 300)")
+                   help="any of throughput, scaling, envs, cartpole, pairwise (default: all); pairwise alone "
+                        "is the pairwise critic's update cost against rank and number of factors")
+    b.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds of the throughput and pairwise sections (default 3)")
+    b.add_argument("--updates", type=int, default=300,
+                   help="timed updates per throughput or pairwise measurement (default 300; a pairwise cell also "
+                        "stops timing after 10 s)")
     b.add_argument("--env-steps", type=int, default=500, help="timed env steps per measurement (default 500)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the CartPole race")
     b.add_argument("--race-episodes", type=int, default=100,

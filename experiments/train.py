@@ -109,6 +109,7 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
 
     loop = RunLoop(cfg, run_dir, tracker, agent, save=save_checkpoint, checkpoint_suffix=".safetensors",
                    train_env=venv, progress_bar=progress_bar, start_step=start, on_eval=on_eval)
+    print(buffer_line(cfg, buffer_nbytes(cfg, venv.single_observation_space, venv.single_action_space)), flush=True)
     rate = Throughput(loop, start, agent.num_updates)
     log_every = cfg.train.log_interval
     state: dict[str, Any] = {"next_log": (start // log_every + 1) * log_every, "last_log": start if start else -1,
@@ -201,22 +202,48 @@ def recover_model(cfg: Config, run_dir: Path, checkpoint: Path) -> TrainResult:
     return TrainResult(run_dir, model_path, None, None, None)
 
 
+def buffer_nbytes(cfg: Config, observation_space: Any, action_space: Any) -> int:
+    """Bytes of the replay buffer the config's agent will allocate for these spaces
+    (``ReplayBuffer.nbytes_for`` of the layout ``agents.spaces.stored_layout`` picks: images once per frame
+    in uint8)."""
+    import torch
+    from gymnasium import spaces
+
+    from agents.buffer import ReplayBuffer
+    from agents.spaces import stored_layout
+
+    hp = {**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}
+    obs_shape, obs_dtype = stored_layout(observation_space)
+    if isinstance(action_space, spaces.Box):
+        action_shape, action_dtype = (int(action_space.shape[0]) if action_space.shape else 1,), torch.float32
+    else:
+        action_shape, action_dtype = (len(getattr(action_space, "nvec", [0])),), torch.long
+    choices = int(action_space.n) if hasattr(action_space, "n") else int(sum(getattr(action_space, "nvec", [])))
+    return ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, action_shape, choices or None, obs_dtype=obs_dtype,
+                                   action_dtype=action_dtype, stride=cfg.env.n_envs,
+                                   priority_alpha=hp["prioritized_replay"])
+
+
+def buffer_line(cfg: Config, nbytes: int) -> str:
+    """The line the run prints before it starts: the replay buffer's bytes per transition and in all."""
+    from agents.spaces import resolve_device
+
+    n = int({**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}["buffer_size"])
+    return (f"replay buffer: {n:,} transitions x {nbytes / n:,.0f} bytes = {nbytes / 2**30:,.2f} GiB "
+            f"on {resolve_device(cfg.train.device)}")
+
+
 def check_buffer_fits(cfg: Config) -> None:
     """Refuse, before any run folder exists, a replay buffer that cannot be allocated."""
     if cfg.agent.is_sb3:
         return
-    from agents.buffer import ReplayBuffer, check_fits
-    from agents.spaces import resolve_device, stored_layout
+    from agents.buffer import check_fits
+    from agents.spaces import resolve_device
 
-    cls = agent_class(cfg.agent.name)
-    hp = {**cls.defaults, **cfg.agent.hyperparameters}
+    hp = {**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}
     env = make_env(cfg.env)
     try:
-        space = env.action_space
-        width = int(getattr(space, "shape", (1,))[0]) if space.shape else 1
-        choices = int(space.n) if hasattr(space, "n") else int(sum(getattr(space, "nvec", [])))
-        obs_shape, obs_dtype = stored_layout(env.observation_space)
-        nbytes = ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, (width,), choices or None, obs_dtype)
+        nbytes = buffer_nbytes(cfg, env.observation_space, env.action_space)
     finally:
         env.close()
     try:

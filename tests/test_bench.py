@@ -68,6 +68,28 @@ def test_bench_quick_cartpole_race(tmp_path: Path) -> None:
     assert "cartpole_fast.yaml" in (out / "bench.md").read_text()
 
 
+def test_bench_quick_pairwise_cost_table(tmp_path: Path) -> None:
+    """The pairwise section alone: every (rank, factors) cell measured in its own process and printed
+    as a table; its FLOP counts (not timings) rise with rank and factors and at most double when F does."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "run.py", "bench", "--quick", "--sections", "pairwise", "--rounds", "1",
+                           "--updates", "3", "--threads", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "bench.json").read_text())
+    assert set(result) >= {"pairwise"} and not set(result) & {"throughput", "scaling", "envs", "cartpole"}
+    cells = {(row["rank"], row["factors"]): row for row in result["pairwise"]}
+    assert set(cells) == {(2, 2), (4, 2), (2, 4), (4, 4)}
+    for (rank, factors), row in cells.items():
+        assert row["ms_per_update"] > 0 and len(row["rounds"]) == 1 and row["rounds"][0]["updates"] == 3
+        assert row["critic_outputs"] == 4 * factors * (1 + rank)
+    for rank in (2, 4):
+        assert 1 < cells[rank, 4]["flops_per_update"] / cells[rank, 2]["flops_per_update"] <= 2
+    for factors in (2, 4):
+        assert cells[4, factors]["flops_per_update"] > cells[2, factors]["flops_per_update"]
+    assert "## Pairwise critic" in proc.stdout and "| factors F | R = 2 | R = 4 |" in (out / "bench.md").read_text()
+
+
 def test_race_column_runs_what_its_config_file_says() -> None:
     """The tuned column is configs/gumbel_sac/cartpole_fast.yaml's agent section, not a copy of it,
     so `run.py train` on that file trains what the race timed."""
@@ -147,3 +169,38 @@ def test_reference_suite_reads_its_configs_and_passes_the_race_flags() -> None:
     assert pairwise.hp == {"critic": "pairwise", "pairwise_rank": 24, "batch_size": 64}
     ppo = next(j for j in jobs if j.algo == "sb3:PPO")
     assert ppo.hp == SB3_PPO_COMBINATORIAL  # no GumbelSAC override leaks into an SB3 column
+
+
+def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
+    """GumbelSAC and SB3 PPO on each env of the suite at one budget, the threshold 75% of the optimum
+    the env itself states, each job's settings read from its config file (PPO's 8 copies too)."""
+    from envs.combinatorial_suite import SUITE
+    from experiments.config import load_config
+    from experiments.research.learning_bench import COMBINATORIAL_ENVS, CRITIC_FORMS, SB3_PPO_COMBINATORIAL, build_jobs
+
+    jobs = build_jobs("combinatorial", [0])
+    env_ids = {"reparl/Combinatorial-v0", "reparl/CombinatorialMasked-v0", *(f"reparl/{n}-v0" for n in SUITE)}
+    assert set(COMBINATORIAL_ENVS) == env_ids
+    assert {(j.algo, j.env_id) for j in jobs} == {(a, e) for a in ("GumbelSAC", "sb3:PPO") for e in env_ids}
+    assert len({j.total for j in jobs}) == 1
+    # The ring's optimum, 16, is its module's docstring's (tests/test_combinatorial.py).
+    optimum = {"reparl/Combinatorial-v0": 16.0, "reparl/CombinatorialMasked-v0": 16.0,
+               **{f"reparl/{n}-v0": cls().optimal_return() for n, cls in SUITE.items()}}
+    for job in jobs:
+        assert job.threshold == 0.75 * optimum[job.env_id]
+        cfg = load_config(REPO / "configs" / job.config)
+        assert (cfg.env.id, cfg.agent.name) == (job.env_id, "PPO" if job.algo == "sb3:PPO" else "GumbelSAC")
+        if job.algo == "sb3:PPO":
+            assert job.hp == SB3_PPO_COMBINATORIAL == {"n_envs": cfg.env.n_envs}
+        else:
+            assert job.hp == cfg.agent.hyperparameters
+    forms = build_jobs("combinatorial", [0, 1], only=["GumbelSAC"], overrides={"batch_size": 64},
+                       variants=CRITIC_FORMS)
+    assert len(forms) == 2 * len(env_ids) * len(CRITIC_FORMS)
+    chain = {j.name: j.hp for j in forms if j.env_id == "reparl/CombinatorialChain-v0" and j.seed == 1}
+    assert chain["GumbelSAC pairwise r64"] == {"critic": "pairwise", "pairwise_rank": 64, "batch_size": 64}
+    assert chain["GumbelSAC heads"] == {"critic": "heads", "batch_size": 64}
+    ring = {j.name: j.hp for j in forms if j.env_id == "reparl/Combinatorial-v0"}
+    assert ring["GumbelSAC joint"]["critic"] == "joint" and ring["GumbelSAC heads"]["critic"] == "heads"
+    ppo = build_jobs("combinatorial", [0], only=["SB3 PPO (defaults, 8 envs)"], variants=CRITIC_FORMS)
+    assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from test_diagnostics import assert_cosine_measures_against_the_exact_gradient
 from test_masks import checked_vec_env
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from agents import GumbelSAC
 from agents.distributions import GumbelSoftmax
@@ -88,6 +90,108 @@ def test_agent_exact_objective_and_target_are_min_over_critics_of_the_expectatio
         (v1, h1), (v2, _) = (agent.head.next_value(logits, None, agent.critic_target, obs, 1.0) for _ in range(2))
         assert torch.equal(v1, v2) and torch.allclose(h1, dist.entropy())
         assert torch.allclose(v1, agent.head.expected_q(agent.critic_target, obs, dist))
+
+
+# ------------------------------------------------------------------------------- linear in the factors
+
+
+def pairwise_q_by_product(out: torch.Tensor, y: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """The O(N B R T F) form pairwise_q had: z_f for every factor by a product with the (T, F) matrix."""
+    total = y.shape[-1]
+    u, v = out[..., :total], out[..., total:].unflatten(-1, (total, -1))
+    z = (v * y.unsqueeze(-1)).transpose(-1, -2) @ membership.to(v.dtype)
+    return (u * y).sum(-1) + 0.5 * (z.sum(-1).square().sum(-1) - z.square().sum((-1, -2)))
+
+
+def pairwise_q_by_pairs(out: torch.Tensor, y: torch.Tensor, nvec: list[int]) -> torch.Tensor:
+    """The definition, term by term: sum_f u_f . y_f + sum_{f<g} (V_f^T y_f) . (V_g^T y_g)."""
+    total = y.shape[-1]
+    u, v = out[..., :total], out[..., total:].unflatten(-1, (total, -1))
+    blocks = list(zip(y.split(nvec, -1), v.split(nvec, -2), strict=True))
+    z = [(v_f * y_f.unsqueeze(-1)).sum(-2) for y_f, v_f in blocks]
+    return (u * y).sum(-1) + sum((z[f] * z[g]).sum(-1) for f in range(len(nvec)) for g in range(f + 1, len(nvec)))
+
+
+def ends(nvec: list[int]) -> torch.Tensor:
+    return torch.tensor(nvec).cumsum(0) - 1
+
+
+def random_inputs(nvec: list[int], rank: int, batch: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic outputs and a relaxed action (positive, not normalized: the formula holds for any y)."""
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(nvec)
+    out = torch.randn(2, batch, total * (1 + rank), generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(batch, total, generator=gen, dtype=torch.float64, requires_grad=True)
+    return out, y
+
+
+@pytest.mark.parametrize("nvec", [[2, 3, 4], [4] * 8, [5, 1, 3, 2, 7], [3] * 24])
+def test_running_sum_form_equals_the_product_and_the_sum_over_pairs(nvec: list[int]) -> None:
+    """Values and gradients (in the critic outputs and in y), float64, with the membership matrix
+    and with the factor ends, ragged factors included."""
+    out, y = random_inputs(nvec, rank=3)
+    forms = [pairwise_q(out, y, membership(nvec)), pairwise_q(out, y, ends(nvec)),
+             pairwise_q_by_product(out, y, membership(nvec)), pairwise_q_by_pairs(out, y, nvec)]
+    grads = [torch.autograd.grad(q.square().sum(), (out, y)) for q in forms]
+    for q, g in zip(forms[1:], grads[1:], strict=True):
+        assert torch.allclose(q, forms[0], rtol=1e-12, atol=1e-12)
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(g, grads[0], strict=True))
+    assert float(forms[0].detach().std()) > 0.1  # not vacuous
+
+
+class ElementWork(TorchDispatchMode):
+    """Counts every tensor element each aten op reads or writes, plus the FLOPs of matrix products
+    (whose work is not in their operands' sizes): a machine-independent measure of cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs, result))
+        self.elements += sum(t.numel() for t in leaves if isinstance(t, torch.Tensor))
+        return result
+
+
+def work(fn: Any, *args: Any) -> int:
+    with FlopCounterMode(display=False) as flops, ElementWork() as elements:
+        fn(*args)
+    return elements.elements + flops.get_total_flops()
+
+
+def test_cost_grows_linearly_in_the_factors() -> None:
+    """8 -> 64 factors of 4 choices at rank 4: the running sum's work grows 8x, the product's
+    quadratically; reading the (T, F) membership adds work that does not grow with the batch, the
+    ensemble or the rank."""
+    def cost(fn: Any, factors: int, batch: int = 8, rank: int = 4, index: Any = ends) -> int:
+        nvec = [4] * factors
+        out, y = random_inputs(nvec, rank, batch)
+        return work(fn, out.detach(), y.detach(), index(nvec))
+
+    linear = cost(pairwise_q, 64) / cost(pairwise_q, 8)
+    assert 7.5 <= linear <= 8.0, linear
+    assert cost(pairwise_q_by_product, 64, index=membership) / cost(pairwise_q_by_product, 8, index=membership) > 30
+    reading = [cost(pairwise_q, 64, batch, rank, membership) - cost(pairwise_q, 64, batch, rank)
+               for batch, rank in [(8, 4), (32, 4), (8, 16)]]
+    assert reading[0] > 0 and reading.count(reading[0]) == 3, reading
+
+
+def test_traceable_by_compile_fullgraph_and_torch_func() -> None:
+    """One graph (fullgraph: no break, no host sync), forward and backward through AOT autograd;
+    torch.func.grad and vmap agree with autograd."""
+    nvec = [5, 1, 3, 2, 7]
+    out, y = random_inputs(nvec, rank=3)
+    for index in (membership(nvec), ends(nvec)):
+        eager = pairwise_q(out, y, index)
+        compiled = torch.compile(pairwise_q, fullgraph=True, backend="aot_eager")(out, y, index)
+        assert torch.allclose(compiled, eager, rtol=1e-12, atol=1e-12)
+        g_eager = torch.autograd.grad(eager.sum(), out)[0]
+        g_compiled = torch.autograd.grad(compiled.sum(), out)[0]
+        g_func = torch.func.grad(lambda o, index=index: pairwise_q(o, y.detach(), index).sum())(out.detach())
+        assert torch.allclose(g_compiled, g_eager, rtol=1e-12) and torch.allclose(g_func, g_eager, rtol=1e-12)
+        per_critic = torch.func.vmap(lambda o, index=index: pairwise_q(o, y.detach(), index))(out.detach())
+        assert torch.allclose(per_critic, eager, rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------- what it can represent

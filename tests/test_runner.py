@@ -60,6 +60,9 @@ def test_train_writes_the_run_folder(gumbel_run: tuple[Path, subprocess.Complete
     first = proc.stdout.splitlines()[0]
     assert first.startswith("GumbelSAC on CartPole-v1, 600 env steps: run folder") and str(run_dir) in first
     assert "eval at step 300:" in proc.stdout and "\r" not in proc.stdout + proc.stderr
+    # Before the run: the replay buffer's bytes per transition and in all.
+    assert re.fullmatch(r"replay buffer: [\d,]+ transitions x [\d,]+ bytes = [\d.,]+ GiB on cpu",
+                        proc.stdout.splitlines()[1])
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_300.safetensors",
                                                                             "step_600.safetensors"]
     agent = GumbelSAC.load(run_dir / "model.safetensors")

@@ -17,9 +17,17 @@ Sections:
               time excluded), per seed. An evaluation is 100 episodes by default, Gymnasium's
               definition of solving CartPole-v1 (a mean of 475 over 100 consecutive episodes);
               10-episode means pass by chance more often (benchmarks/README.md, "The CartPole race").
+  pairwise    GumbelSAC's update with the pairwise critic (defaults otherwise: the compiled update) as
+              its rank and the number of factors grow at 4 choices each (reparl/Combinatorial-v0
+              resized): milliseconds per update, median of --rounds, and FLOPs per update (counted
+              on an eager twin). The critic's output is T (1 + R) wide, T = 4 F, and its pairwise
+              term costs O(T R) per sample (agents.heads.pairwise_q), so at a fixed rank the cost
+              should grow no faster than linearly in F.
 
-    python run.py bench                       # everything, ~15 min on 2 cores
+    python run.py bench                       # everything: ~15 min on 2 cores, then the pairwise
+                                              # section compiles an update for each of its 12 cells
     python run.py bench --sections throughput --rounds 5
+    python run.py bench --sections pairwise --rounds 1
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("throughput", "scaling", "envs", "cartpole")
+SECTIONS = ("throughput", "scaling", "envs", "cartpole", "pairwise")
 
 # Identical settings for both libraries: SB3 SAC's defaults, written out (sac.py), with ours set to match.
 # Rows of the throughput table: (label, GaussianSAC hyperparameters beyond SAC_SETTINGS).
@@ -153,6 +161,55 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The pairwise cost grid: ranks x factors, at PAIRWISE_CHOICES choices per factor.
+PAIRWISE_RANKS = (4, 16, 64)
+PAIRWISE_FACTORS = (4, 8, 16, 32)
+PAIRWISE_CHOICES = 4
+PAIRWISE_SECONDS = 10.0  # a cell stops timing after this long (a large cell's update can take ~1 s on 2 cores)
+
+
+def measure_pairwise(spec: dict[str, Any]) -> dict[str, Any]:
+    """GumbelSAC's update with the pairwise critic at one (rank, factors), in this (fresh) process."""
+    import gymnasium as gym
+    import torch
+
+    import envs  # noqa: F401  (registers reparl/Combinatorial-v0)
+    from agents import GumbelSAC
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    device, settings = spec["device"], spec["settings"]
+    hp = {"critic": "pairwise", "pairwise_rank": spec["rank"], "seed": 0, "device": device,
+          "learning_starts": settings["learning_starts"], "batch_size": settings["batch_size"],
+          "net_arch": settings["net_arch"], **spec.get("extra", {})}
+
+    def agent(**more: Any) -> GumbelSAC:
+        env = gym.make("reparl/Combinatorial-v0", factors=spec["factors"], choices=PAIRWISE_CHOICES)
+        model = GumbelSAC(env, **{**hp, **more})
+        model.learn(settings["learning_starts"])  # uniform warm-up actions fill the buffer; no updates yet
+        return model
+
+    model = agent()
+    for _ in range(3):  # the first update builds (and by default compiles) the update
+        model.train_step()
+    model.pop_train_info()
+    _sync(device)
+    n, t = 0, time.perf_counter()
+    while n < int(spec["updates"]) and (n < 3 or time.perf_counter() - t < spec.get("seconds", PAIRWISE_SECONDS)):
+        model.train_step()
+        n += 1
+    model.pop_train_info()  # the host sync a logging interval would do
+    _sync(device)
+    seconds = time.perf_counter() - t
+    # FLOPs on an eager twin, averaged over one policy_delay cycle (the actor steps on one update of it).
+    twin = agent(compile=False)
+    delay = int(twin.hparams["policy_delay"])
+    flops = _count_flops(lambda: [twin.train_step() for _ in range(delay)]) / delay
+    total = spec["factors"] * PAIRWISE_CHOICES
+    return {"rank": spec["rank"], "factors": spec["factors"], "updates": n, "ms_per_update": 1e3 * seconds / n,
+            "flops_per_update": flops, "critic_outputs": total * (1 + spec["rank"])}
+
+
 def _eager_update_flops(spec: dict[str, Any]) -> int:
     """FLOPs of one GaussianSAC update, counted on an eager twin of the measured agent: FlopCounterMode
     would trace a compiled update again, and the compiled graph computes the same maths."""
@@ -200,7 +257,7 @@ def _threads() -> int:
 
 def _worker(args: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     kind, spec = args
-    return (measure if kind == "measure" else race)(spec)
+    return {"measure": measure, "race": race, "pairwise": measure_pairwise}[kind](spec)
 
 
 def _run(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -343,6 +400,33 @@ def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: in
         fmt = lambda x: "never" if x == inf else f"{x:.1f}"  # noqa: E731
         lines.append("| median | " + " | ".join(fmt(med[lib]) for lib in libs) + " |")
         result["cartpole"] = rows
+        emit(lines)
+    if "pairwise" in sections:
+        ranks, factors = ((2, 4), (2, 4)) if quick else (PAIRWISE_RANKS, PAIRWISE_FACTORS)
+        extra = {"compile": False} if quick else {}  # quick: no minute-long compilation per cell
+        cells: dict[tuple[int, int], list[dict[str, Any]]] = {(r, f): [] for f in factors for r in ranks}
+        for r in range(rounds):  # every cell once per round, so drift in the machine's load hits all alike
+            for cell in cells if r % 2 == 0 else list(cells)[::-1]:
+                cells[cell].append(_run("pairwise", {**base, "rank": cell[0], "factors": cell[1],
+                                                     "updates": updates, "extra": extra}))
+                log(f"  pairwise round {r + 1}/{rounds} rank {cell[0]} factors {cell[1]}: "
+                    f"{cells[cell][-1]['ms_per_update']:.1f} ms/update")
+        result["pairwise"] = [{"rank": rank, "factors": f, "rounds": rows,
+                               "ms_per_update": _med(rows, "ms_per_update"),
+                               "flops_per_update": rows[0]["flops_per_update"],
+                               "critic_outputs": rows[0]["critic_outputs"]} for (rank, f), rows in cells.items()]
+        by = {(row["rank"], row["factors"]): row for row in result["pairwise"]}
+        lines = [f"## Pairwise critic: GumbelSAC update cost against rank R and factors F ({PAIRWISE_CHOICES} "
+                 f"choices each, batch {settings['batch_size']}, net {settings['net_arch']}"
+                 f"{', eager' if quick else ''}), median of {rounds} rounds", "",
+                 "ms per update (MFLOP per update). Each row doubles F; at a fixed R, linear cost at most "
+                 "doubles.", "",
+                 "| factors F | " + " | ".join(f"R = {rank}" for rank in ranks) + " |",
+                 "|---" * (len(ranks) + 1) + "|"]
+        for f in factors:
+            lines.append(f"| {f} | " + " | ".join(f"{by[rank, f]['ms_per_update']:.2f} "
+                                                  f"({by[rank, f]['flops_per_update'] / 1e6:,.3g})"
+                                                  for rank in ranks) + " |")
         emit(lines)
     result["markdown"] = "\n".join(md)
     return result

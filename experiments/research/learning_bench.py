@@ -11,6 +11,17 @@ through the same :func:`experiments.evaluation.evaluate`, so the figures compare
 config), beside SB3's DQN (the RL Zoo's CartPole settings) and SAC (learning rate 1e-3).
 ``reference`` is the reference learning suite of ``benchmarks/README.md``: each of our agents at a
 shipped config (its agent section read from ``configs/``) beside the SB3 counterpart used so far.
+
+``combinatorial`` is the combinatorial suite: the ring and its masked variant (``envs/combinatorial.py``)
+and the six structures of ``envs/combinatorial_suite.py``, each with GumbelSAC at its shipped config
+(``configs/gumbel_sac/combinatorial*.yaml``) beside SB3's default PPO with 8 copies
+(``configs/baselines/ppo_combinatorial*.yaml``), 50k env steps each, threshold 75% of the optimal
+return. ``--critic-forms`` runs every GumbelSAC job once per critic form of :data:`CRITIC_FORMS`
+(heads, joint, pairwise at ranks 4, 16 and 64), named "GumbelSAC <form>"; one form alone is ``--set``:
+
+    python -m experiments.research.learning_bench --suite combinatorial --seeds 0 1 2 3 4 --out combi.json
+    python -m experiments.research.learning_bench --suite combinatorial --critic-forms --only GumbelSAC
+    python -m experiments.research.learning_bench --suite combinatorial --set critic=pairwise pairwise_rank=64
 """
 
 from __future__ import annotations
@@ -62,6 +73,29 @@ SB3_PPO_CARTPOLE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, 
 SB3_PPO_COMBINATORIAL = dict(n_envs=8)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# The combinatorial suite: env id -> (config name after gumbel_sac/ and baselines/ppo_, optimal return),
+# the optimum as each env's docstring states and tests/test_combinatorial_suite.py proves.
+COMBINATORIAL_ENVS: dict[str, tuple[str, float]] = {
+    "reparl/Combinatorial-v0": ("combinatorial", 16.0),
+    "reparl/CombinatorialMasked-v0": ("combinatorial_masked", 16.0),
+    "reparl/CombinatorialChain-v0": ("combinatorial_chain", 16.0),
+    "reparl/CombinatorialTriples-v0": ("combinatorial_triples", 16.0),
+    "reparl/CombinatorialAssign-v0": ("combinatorial_assign", 16.0),
+    "reparl/CombinatorialPairs-v0": ("combinatorial_pairs", 16.0),
+    "reparl/CombinatorialPlan-v0": ("combinatorial_plan", 12.0),
+    "reparl/CombinatorialAssignMasked-v0": ("combinatorial_assign_masked", 16.0),
+}
+COMBINATORIAL_BUDGET = 50_000
+COMBINATORIAL_FRACTION = 0.75  # the threshold: this fraction of the optimal return
+# --critic-forms: each GumbelSAC job once per entry, named "GumbelSAC <key>".
+CRITIC_FORMS: dict[str, dict[str, Any]] = {
+    "heads": {"critic": "heads"},
+    "joint": {"critic": "joint"},
+    "pairwise r4": {"critic": "pairwise", "pairwise_rank": 4},
+    "pairwise r16": {"critic": "pairwise", "pairwise_rank": 16},
+    "pairwise r64": {"critic": "pairwise", "pairwise_rank": 64},
+}
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -139,9 +173,11 @@ def _median_seconds(rs: list[dict[str, Any]]) -> str:
 
 
 def summarize(results: list[dict[str, Any]]) -> str:
+    from experiments.compare import bootstrap_ci, iqm
+
     rows = ["| agent | env | seeds | first step ≥ threshold (per seed) | median | final (per seed) | "
-            "min after first | wall s (median) | train s to threshold (median) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "final IQM [95% CI] | min after first | wall s (median) | train s to threshold (median) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["name"], r["env_id"]), []).append(r)
@@ -150,12 +186,15 @@ def summarize(results: list[dict[str, Any]]) -> str:
         firsts = [r["first"] for r in rs]
         reached = sorted(f if f is not None else float("inf") for f in firsts)
         med = float(np.median(reached))  # inf ("never") when the middle seed never got there
-        finals = ", ".join(f"{r['final']:.0f}" for r in rs)
-        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.0f}" for r in rs)
+        finals = ", ".join(f"{r['final']:.1f}" for r in rs)
+        values = np.array([r["final"] for r in rs], dtype=float)
+        low, high = bootstrap_ci(values) if len(values) > 1 else (values[0], values[0])
+        iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]"
+        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.1f}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
                     f"{'never' if med == float('inf') else f'{med / 1000:g}k'} | "
-                    f"{finals} | {mins} | "
+                    f"{finals} | {iqm_cell} | {mins} | "
                     f"{np.median([r['wall_s'] for r in rs]):.0f} | {_median_seconds(rs)} |")
     return "\n".join(rows)
 
@@ -186,31 +225,51 @@ SUITES: dict[str, list[Job]] = {
         Job("GaussianSAC", "GaussianSAC", "Pendulum-v1", 10_000, -200.0, config="gaussian_sac/pendulum.yaml"),
         Job("SB3 SAC (lr 1e-3)", "sb3:SAC", "Pendulum-v1", 10_000, -200.0, SB3_SAC_PENDULUM),
     ],
+    "combinatorial": [
+        job
+        for env_id, (name, optimum) in COMBINATORIAL_ENVS.items()
+        for job in (Job("GumbelSAC", "GumbelSAC", env_id, COMBINATORIAL_BUDGET, COMBINATORIAL_FRACTION * optimum,
+                        config=f"gumbel_sac/{name}.yaml"),
+                    # No masks for PPO on the masked envs (that is sb3-contrib's MaskablePPO, not a
+                    # dependency): the masks are in its observation, and a forbidden choice pays 0.
+                    Job("SB3 PPO (defaults, 8 envs)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
+                        COMBINATORIAL_FRACTION * optimum, config=f"baselines/ppo_{name}.yaml"),
+                    # One copy: 2,048-step rollouts, so PPO updates ~24 times in 50k steps rather than 3.
+                    Job("SB3 PPO (defaults, 1 env)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
+                        COMBINATORIAL_FRACTION * optimum))
+    ],
 }
 
 
 def config_hyperparameters(config: str) -> dict[str, Any]:
-    """The agent section of ``configs/<config>`` (validated as ``run.py train`` validates it)."""
+    """The agent section of ``configs/<config>`` (validated as ``run.py train`` validates it), with
+    ``n_envs`` from its env section where that is not 1 (both run_job paths take it as a hyperparameter)."""
     from experiments.config import load_config
 
-    return dict(load_config(CONFIGS / config).agent.hyperparameters)
+    cfg = load_config(CONFIGS / config)
+    return {**cfg.agent.hyperparameters, **({"n_envs": cfg.env.n_envs} if cfg.env.n_envs != 1 else {})}
 
 
 def build_jobs(suite: str, seeds: list[int], only: list[str] | None = None, overrides: dict[str, Any] | None = None,
                total: int | None = None, eval_episodes: int | None = None,
-               stop_at_threshold: bool = False) -> list[Job]:
-    """One job per (suite entry, seed); ``overrides`` go to our agents only, over a config's agent section."""
+               stop_at_threshold: bool = False, variants: dict[str, dict[str, Any]] | None = None) -> list[Job]:
+    """One job per (suite entry, seed); ``overrides`` go to our agents only, over a config's agent section.
+    ``variants`` (e.g. :data:`CRITIC_FORMS`): each GumbelSAC entry once per variant, named
+    "<name> <variant>", the variant's settings between the config's and ``overrides``."""
     jobs = []
     for base in SUITES[suite]:
         if only and base.name not in only:
             continue
         hp = {**(config_hyperparameters(base.config) if base.config else {}), **base.hp}
-        if not base.algo.startswith("sb3:"):
-            hp.update(overrides or {})
-        for seed in seeds:
-            jobs.append(dataclasses.replace(base, total=total or base.total, hp=dict(hp), seed=seed,
-                                            eval_episodes=eval_episodes or base.eval_episodes,
-                                            stop_at_threshold=stop_at_threshold))
+        expanded = [(base.name, {})]
+        if variants and base.algo == "GumbelSAC":
+            expanded = [(f"{base.name} {key}", extra) for key, extra in variants.items()]
+        for name, extra in expanded:
+            job_hp = dict(hp) if base.algo.startswith("sb3:") else {**hp, **extra, **(overrides or {})}
+            for seed in seeds:
+                jobs.append(dataclasses.replace(base, name=name, total=total or base.total, hp=dict(job_hp),
+                                                seed=seed, eval_episodes=eval_episodes or base.eval_episodes,
+                                                stop_at_threshold=stop_at_threshold))
     return jobs
 
 
@@ -231,12 +290,14 @@ def main(argv: list[str] | None = None) -> None:
                         "race of run.py bench uses 100, Gymnasium's 'solved'")
     p.add_argument("--stop-at-threshold", action="store_true",
                    help="end each run at its first eval >= threshold (a wall-clock race; 'final' is then that eval)")
+    p.add_argument("--critic-forms", action="store_true",
+                   help=f"run each GumbelSAC job once per critic form: {', '.join(CRITIC_FORMS)}")
     args = p.parse_args(argv)
     if args.eval_episodes is not None and args.eval_episodes < 1:
         p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
     jobs = build_jobs(args.suite, args.seeds, args.only, overrides, args.total, args.eval_episodes,
-                      args.stop_at_threshold)
+                      args.stop_at_threshold, CRITIC_FORMS if args.critic_forms else None)
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_job, jobs, chunksize=1)
     table = summarize(results)

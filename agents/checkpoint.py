@@ -118,7 +118,7 @@ def _safetensors_path(path: str | Path) -> Path:
 def state_tensors(agent: SoftActorCritic) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Every tensor of the agent (flat names) and the JSON-able rest: the model file's content."""
     tensors = {f"{name}.{k}": v for name, module in agent.modules().items() for k, v in module.state_dict().items()}
-    tensors["log_alpha"] = agent.log_alpha.reshape(1)
+    tensors["log_alpha"] = agent.log_alpha.reshape(-1)
     optim_meta = {}
     for name, opt in agent.optimizers().items():
         sd = opt.state_dict()
@@ -191,7 +191,7 @@ def load_state_tensors(agent: SoftActorCritic, tensors: dict[str, Tensor], meta:
                              f"missing {missing[:5]}, unexpected {extra[:5]}, mismatched {sorted(wrong)[:5]}")
         module.load_state_dict(sd)
     with torch.no_grad():
-        agent.log_alpha.copy_(tensors["log_alpha"].reshape(()))
+        agent.log_alpha.copy_(tensors["log_alpha"].reshape(agent.log_alpha.shape))
     for name, opt in agent.optimizers().items():
         state: dict[int, dict[str, Tensor]] = {}
         params = [p for g in opt.param_groups for p in g["params"]]  # state_dict's index order

@@ -45,6 +45,15 @@ def as_vector_env(env: str | gym.Env | gym.vector.VectorEnv, n_envs: int = 1) ->
                     "For an SB3 VecEnv, pass the env id instead.")
 
 
+def vector_actions(space: spaces.Space, actions: Any) -> Any:
+    """Actions for a Gymnasium vector env whose copies take ``space``. A list holds one action per copy
+    (SB3's layout, what ``predict`` gives for a Tuple space, whose batch is not one array); Gymnasium's
+    vector env wants its batched layout, one array per part. Anything else passes through."""
+    if not isinstance(actions, list):
+        return actions
+    return gym.vector.utils.concatenate(space, actions, gym.vector.utils.create_empty_array(space, len(actions)))
+
+
 def vector_env_masks(venv: Any) -> np.ndarray | None:
     """Every copy's action mask in sb3-contrib's flat layout, ``(n_envs, sum(nvec))`` bool, from the
     envs' ``action_masks()``; None when the env has no such method. Gymnasium's vector wrappers
@@ -146,7 +155,7 @@ class Collector:
         if act is None:
             env_action = env.action_space.sample() if masks is None else random_act(masks)
         else:
-            env_action = act(obs, masks)
+            env_action = vector_actions(env.single_action_space, act(obs, masks))
         next_obs, rewards, terminated, truncated, info = env.step(env_action)
         done = np.logical_or(terminated, truncated)
         real_next = next_obs

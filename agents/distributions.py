@@ -1,12 +1,14 @@
 """Action distributions that can be differentiated through their own samples.
 
-Both classes are stateless views over the network's outputs: constructing one does the
+The classes are stateless views over the network's outputs: constructing one does the
 work, and no call changes it, so the same object gives the same answers every time.
 
 * :class:`GumbelSoftmax` — categorical actions (Discrete, MultiDiscrete, masked). Exact
   samples come from the Gumbel-max trick; differentiable one-hot samples come from a
   pluggable *estimator* of the gradient through the argmax (see :data:`ESTIMATORS`).
 * :class:`SquashedGaussian` — Box actions: ``low + (tanh(mu + sigma * eps) + 1) * (high - low) / 2``.
+* :class:`HybridDistribution` — hybrid (parameterized) actions: a choice by the first, and every
+  choice's parameters by the second.
 
 Layout convention for categorical actions: logits are ``(batch, factors, choices)``. A Discrete
 space is one factor. MultiDiscrete factors with fewer choices than the widest are padded, and
@@ -267,3 +269,72 @@ class SquashedGaussian:
 
     def mode(self) -> Tensor:
         return self._squash(self.mean)
+
+
+class HybridDistribution:
+    """A hybrid (parameterized) action: a choice k of K and continuous parameters for every choice.
+
+    k ~ Cat(softmax(logits)), drawn by Gumbel-max and relaxed by Gumbel-Softmax (:class:`GumbelSoftmax`),
+    and, independently of k, every parameter j of every choice x_j = tanh(u_j), u_j ~ N(mean_j, std_j^2),
+    in [-1, 1] (:class:`SquashedGaussian`, one dimension per parameter). The env reads the chosen
+    k's parameters x_k. Drawing all K sets keeps the two parts independent, so each part has an
+    entropy of its own with its own weight, as Delalleau et al. (2019) tune two.
+
+    Args:
+        logits: ``(batch, K)``.
+        mean, log_std: ``(batch, D)``, D = sum_k d_k, the parameters of choice 0, then choice 1, ...
+        owner: ``(D, K)``, 1 where parameter j belongs to choice k.
+        temperature: the Gumbel-Softmax temperature of the relaxation.
+    """
+
+    def __init__(self, logits: Tensor, mean: Tensor, log_std: Tensor, owner: Tensor,
+                 temperature: float | Tensor = 1.0) -> None:
+        if logits.dim() != 2 or mean.shape != log_std.shape or mean.shape[-1] != owner.shape[0] \
+                or logits.shape[-1] != owner.shape[1]:
+            raise ValueError(f"logits {tuple(logits.shape)}, mean {tuple(mean.shape)}, log_std {tuple(log_std.shape)} "
+                             f"do not fit the parameter layout (D, K) = {tuple(owner.shape)}")
+        self.choice = GumbelSoftmax(logits.unsqueeze(1), temperature, check_mask=False)
+        bound = torch.ones((), device=mean.device, dtype=mean.dtype)
+        # A trailing axis of 1 makes each parameter its own squashed Gaussian: log-densities per parameter.
+        self.parameters = SquashedGaussian(mean.unsqueeze(-1), log_std.unsqueeze(-1), -bound, bound)
+        self.owner = owner.to(mean.dtype)
+
+    @property
+    def probs(self) -> Tensor:
+        """p(k), ``(batch, K)``."""
+        return self.choice.probs[:, 0]
+
+    def per_choice(self, per_parameter: Tensor) -> Tensor:
+        """``(batch, D)`` -> ``(batch, K)``: sums over each choice's parameters."""
+        return per_parameter @ self.owner
+
+    def choice_entropy(self) -> Tensor:
+        """H(k), exact: ``(batch,)``."""
+        return self.choice.entropy()
+
+    def log_prob(self, k: Tensor, x: Tensor) -> Tensor:
+        """log p(k) + log pi_k(x_k), the log-density of the action the env reads: choice ``k``
+        ``(batch,)`` and its parameters, taken from ``x`` ``(batch, D)`` in (-1, 1) (the others are ignored)."""
+        index = k.long().unsqueeze(-1)
+        log_px = self.per_choice(self.parameters.log_prob(x.unsqueeze(-1)))
+        return (self.choice.log_probs[:, 0].gather(-1, index) + log_px.gather(-1, index)).squeeze(-1)
+
+    def rsample_parameters(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterized parameters of every choice ``(batch, D)`` and each choice's log-density
+        log pi_k(x_k) ``(batch, K)`` (its negative estimates the choice's parameter entropy)."""
+        x, log_p = self.parameters.rsample(generator)
+        return x.squeeze(-1), self.per_choice(log_p)
+
+    def rsample_choice(self, estimator: str = "st", generator: torch.Generator | None = None,
+                       **estimator_kwargs: object) -> Tensor:
+        """A differentiable one-hot-like choice ``(batch, K)`` whose argmax is an exact sample of k
+        (:meth:`GumbelSoftmax.rsample`)."""
+        return self.choice.rsample(estimator, generator, **estimator_kwargs)[:, 0]
+
+    def sample(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(k ``(batch,)``, x ``(batch, D)``), without gradients."""
+        return self.choice.sample(generator)[:, 0], self.parameters.sample(generator).squeeze(-1)
+
+    def mode(self) -> tuple[Tensor, Tensor]:
+        """The most probable choice and every parameter's tanh(mean)."""
+        return self.choice.mode()[:, 0], self.parameters.mode().squeeze(-1)

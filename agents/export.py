@@ -107,8 +107,13 @@ class GaussianPolicyExport(nn.Module):
 
 def policy_module(agent: SoftActorCritic, normalization: dict[str, Any] | None = None) -> nn.Module:
     """The standalone deterministic policy of ``agent`` (see the module docstring)."""
+    from agents.gaussian_sac import GaussianSAC
     from agents.gumbel_sac import GumbelSAC
 
+    if not isinstance(agent, GumbelSAC | GaussianSAC):
+        raise ValueError(f"export writes GumbelSAC and GaussianSAC policies; a {type(agent).__name__}'s action is "
+                         "a tuple no single output tensor holds. Export agent.policy yourself (its outputs are the "
+                         "choice's logits and the parameters' mean and log_std)")
     cls = GumbelPolicyExport if isinstance(agent, GumbelSAC) else GaussianPolicyExport
     return cls(agent, normalization).eval()
 

@@ -25,7 +25,6 @@ class GaussianSAC(SoftActorCritic):
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box,)
-    other_agent: ClassVar[str] = "GumbelSAC for Discrete and MultiDiscrete action spaces"
     defaults: ClassVar[dict[str, Any]] = dict(SoftActorCritic.defaults)
 
     def _make_head(self) -> GaussianHead:

@@ -77,7 +77,6 @@ class GumbelSAC(SoftActorCritic):
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.MultiDiscrete)
-    other_agent: ClassVar[str] = "GaussianSAC for Box action spaces"
     defaults: ClassVar[dict[str, Any]] = {
         **SoftActorCritic.defaults,
         # Faster targets than SAC's usual 0.005: on CartPole-v1 0.005 reached eval 500 then collapsed

@@ -29,6 +29,9 @@ MAX_STR = 200
 MAX_COUNTER = 2**62
 MAX_KEYS = 32
 """Keys of a Dict observation space."""
+MAX_CHOICES = 1024
+"""Discrete actions of a hybrid action space, each with a parameter Box (the policy has a Gaussian per
+parameter of every choice, so K is bounded far tighter than a Discrete's choices)."""
 OPTIMIZERS = ("actor", "critic", "alpha")
 """The names :meth:`agents.sac.SoftActorCritic.optimizers` returns."""
 BOX_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
@@ -150,6 +153,9 @@ def check_space(path: str | Path, field: str, d: Any) -> None:
                 raise HeaderError(path, f"{field}.spaces", f"key {short(key)} is not a short printable name")
             check_space(path, f"{field}.{key}", sub)
         return
+    if kind == "Tuple" and field == "action_space":
+        _check_hybrid(path, field, d)
+        return
     if kind == "Discrete":
         if not (_int(d.get("n")) and 1 <= d["n"] <= MAX_ELEMENTS):
             raise HeaderError(path, f"{field}.n",
@@ -188,6 +194,39 @@ def check_space(path: str | Path, field: str, d: Any) -> None:
         raise HeaderError(path, f"{field}.type", f"expected Discrete, MultiDiscrete or Box, got {short(kind)}")
 
 
+def _check_hybrid(path: str | Path, field: str, d: dict[str, Any]) -> None:
+    """A hybrid action space (envs.hybrid's convention): a Discrete of at most MAX_CHOICES, then one 1-D
+    Box per choice or one shared; at most MAX_ELEMENTS parameters in all."""
+    parts = d.get("spaces")
+    if not (isinstance(parts, list) and len(parts) == 2 and isinstance(parts[0], dict)
+            and parts[0].get("type") == "Discrete" and isinstance(parts[1], dict)):
+        raise HeaderError(path, f"{field}.spaces", f"expected [Discrete, Box or Tuple of Boxes], got {short(parts)}")
+    check_space(path, f"{field}.spaces[0]", parts[0])
+    n = parts[0]["n"]
+    if n > MAX_CHOICES:
+        raise HeaderError(path, f"{field}.spaces[0].n", f"expected at most {MAX_CHOICES} choices, got {n}")
+    boxes = parts[1].get("spaces") if parts[1].get("type") == "Tuple" else [parts[1]]
+    if not (isinstance(boxes, list) and len(boxes) == (n if parts[1].get("type") == "Tuple" else 1)
+            and all(isinstance(b, dict) and b.get("type") == "Box" for b in boxes)):
+        raise HeaderError(path, f"{field}.spaces[1]", f"expected a Box or a Tuple of {n} Boxes, got {short(parts[1])}")
+    total = 0
+    for i, box in enumerate(boxes):
+        check_space(path, f"{field}.spaces[1][{i}]", box)
+        if len(box["shape"]) != 1 or box["shape"][0] < 1:
+            raise HeaderError(path, f"{field}.spaces[1][{i}].shape",
+                              f"expected one dimension of at least 1, got {short(box['shape'])}")
+        total += box["shape"][0] * (n if len(boxes) == 1 else 1)
+    if total > MAX_ELEMENTS:
+        raise HeaderError(path, f"{field}.spaces[1]", f"{total} parameters in all, more than {MAX_ELEMENTS}")
+
+
+def _hybrid_widths(act: dict[str, Any]) -> tuple[int, int]:
+    """(K, D) of a checked hybrid action space: choices, and parameters over every choice."""
+    n, params = act["spaces"][0]["n"], act["spaces"][1]
+    dims = [b["shape"][0] for b in params["spaces"]] if params["type"] == "Tuple" else [params["shape"][0]] * n
+    return n, sum(dims)
+
+
 def _encoder(path: str | Path, hp: dict[str, Any], obs: dict[str, Any],
              features: int | None) -> tuple[int, dict[str, tuple] | None]:
     """(features_dim, the encoder's parameter shapes): a built-in encoder built on the meta device
@@ -216,6 +255,9 @@ def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: di
     if agent == "GaussianSAC":
         act_dim = act["shape"][0] if act["type"] == "Box" and len(act["shape"]) == 1 else -1
         policy_out, critic_in, critic_out = 2 * act_dim, obs_dim + act_dim, 1
+    elif agent == "HybridSAC":
+        k, width = _hybrid_widths(act) if act["type"] == "Tuple" else (-1, -1)
+        policy_out, critic_in, critic_out = k + 2 * width, obs_dim + k + width, 1
     else:
         nvec = [act["n"]] if act["type"] == "Discrete" else list(act.get("nvec") or [-1])
         total = sum(nvec)
@@ -223,7 +265,6 @@ def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: di
         policy_out = len(nvec) * max(nvec)
         critic_in, critic_out = {"heads": (obs_dim, total), "joint": (obs_dim + total, 1),
                                  "pairwise": (obs_dim, total * (1 + hp["pairwise_rank"]))}[form]
-    shapes: dict[str, tuple] = {}
     shapes: dict[str, tuple | None] = {}
     for name in ("policy", "critic", "critic_target"):
         if enc is None:
@@ -237,7 +278,7 @@ def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: di
     for name in ("critic", "critic_target"):
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             shapes[f"{name}.layers.{i}.weight"], shapes[f"{name}.layers.{i}.bias"] = (n, a, b), (n, 1, b)
-    shapes["log_alpha"] = (1,)
+    shapes["log_alpha"] = (2,) if agent == "HybridSAC" else (1,)  # a weight per entropy part (HybridHead)
     return shapes
 
 

@@ -34,18 +34,39 @@ def soft_bellman_target(rewards: Tensor, terminated: Tensor, next_value: Tensor,
     return rewards + gamma * (1.0 - terminated) * next_value
 
 
-def actor_loss(q: Tensor, entropy: Tensor, alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+def entropy_bonus(alpha: Tensor, entropy: Tensor) -> Tensor:
+    """alpha * H per transition ``(B,)``. A policy with several entropy parts (a hybrid action's choice
+    and parameters, Delalleau et al. 2019) gives ``entropy`` ``(B, P)`` and ``alpha`` ``(P,)``: the sum
+    of each part's weighted entropy."""
+    bonus = alpha * entropy
+    return bonus.sum(-1) if entropy.dim() == 2 else bonus
+
+
+def actor_loss(q: Tensor, entropy: Tensor, alpha: Tensor,
+               parts: tuple[str, ...] = ()) -> tuple[Tensor, dict[str, Tensor]]:
     """-(Q + alpha * H), batch mean. ``q`` is the value of the policy's (relaxed or expected)
-    action; ``entropy`` is exact (categorical) or the sample estimate -log pi (Gaussian)."""
-    loss = -(q + alpha.detach() * entropy).mean()
-    return loss, {"train/actor_loss": loss.detach(), "train/entropy": entropy.detach().mean()}
+    action; ``entropy`` is exact (categorical) or the sample estimate -log pi (Gaussian), or
+    ``(B, P)`` with one weight per part (:func:`entropy_bonus`; ``parts`` names them in the info,
+    where ``train/entropy`` is their sum)."""
+    loss = -(q + entropy_bonus(alpha.detach(), entropy)).mean()
+    info = {"train/actor_loss": loss.detach(), "train/entropy": entropy.detach().reshape(len(q), -1).sum(-1).mean()}
+    info.update({f"train/entropy_{p}": entropy.detach()[:, i].mean() for i, p in enumerate(parts)})
+    return loss, info
 
 
-def temperature_loss(log_alpha: Tensor, entropy: Tensor, target_entropy: float) -> tuple[Tensor, dict[str, Tensor]]:
+def temperature_loss(log_alpha: Tensor, entropy: Tensor, target_entropy: float | tuple[float, ...],
+                     parts: tuple[str, ...] = ()) -> tuple[Tensor, dict[str, Tensor]]:
     """log_alpha * (H - H_target): alpha rises while the entropy is below its target
-    (Haarnoja et al. 2018b, eq. 18, in log space as in SB3 and jaxrl)."""
-    loss = (log_alpha * (entropy.detach() - target_entropy)).mean()
-    return loss, {"train/alpha_loss": loss.detach(), "train/alpha": log_alpha.detach().exp()}
+    (Haarnoja et al. 2018b, eq. 18, in log space as in SB3 and jaxrl). With P entropy parts,
+    ``log_alpha`` ``(P,)``, ``entropy`` ``(B, P)`` and P targets: the sum of P such losses, so each
+    weight gets the gradient a single one would; the info names each part's ``train/alpha_<part>``."""
+    if log_alpha.dim() == 0:
+        loss = (log_alpha * (entropy.detach() - target_entropy)).mean()
+        return loss, {"train/alpha_loss": loss.detach(), "train/alpha": log_alpha.detach().exp()}
+    target = torch.as_tensor(target_entropy, dtype=entropy.dtype, device=entropy.device)
+    loss = (log_alpha * (entropy.detach() - target)).sum(-1).mean()
+    alphas = log_alpha.detach().exp()
+    return loss, {"train/alpha_loss": loss.detach(), **{f"train/alpha_{p}": alphas[i] for i, p in enumerate(parts)}}
 
 
 @torch.no_grad()

@@ -98,7 +98,6 @@ class SoftActorCritic:
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = ()
-    other_agent: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = dict(DEFAULTS)
     behaviour_before: ClassVar[dict[str, Any]] = dict(BEHAVIOUR_BEFORE)
 
@@ -128,10 +127,12 @@ class SoftActorCritic:
             action_space = self.env.single_action_space
         if observation_space is None or action_space is None:
             raise ValueError("pass an env, or both observation_space and action_space")
-        if not isinstance(action_space, self.supported_action_spaces):
+        if not self.handles(action_space):
+            from agents import agent_for  # the registry of agents imports this module
+
             names = "/".join(s.__name__ for s in self.supported_action_spaces)
             raise TypeError(f"{type(self).__name__} handles {names} action spaces, not {action_space}; "
-                            f"use {self.other_agent}")
+                            f"{agent_for(action_space)}")
         self.observation_space, self.action_space = observation_space, action_space
         with torch.device("meta"):  # the width of the features every network's MLP reads; allocates nothing
             self.obs_dim = self._make_encoder().features_dim
@@ -145,8 +146,11 @@ class SoftActorCritic:
         if hp["alpha"] == "auto" and self.head.max_entropy is None:
             raise ValueError(f"alpha='auto' needs a policy with a maximum entropy (GumbelSAC); "
                              f"{type(self).__name__}'s is unbounded: give alpha a number, e.g. alpha=1.0")
-        # "auto" is set from the warm-up rewards at the first update (_calibrate_alpha).
-        self.log_alpha = torch.tensor(0.0 if hp["alpha"] == "auto" else math.log(hp["alpha"]), device=self.device)
+        # "auto" is set from the warm-up rewards at the first update (_calibrate_alpha). One weight per
+        # entropy part of a head that has several (HybridHead), each starting at alpha.
+        parts = getattr(self.head, "entropy_parts", ())
+        self.log_alpha = torch.full((len(parts),) if parts else (), 0.0 if hp["alpha"] == "auto"
+                                    else math.log(hp["alpha"]), device=self.device)
         self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
             else self.head.target_entropy
         lr = self._learning_rates()
@@ -209,8 +213,15 @@ class SoftActorCritic:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
 
     @property
-    def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+    def alpha(self) -> float | list[float]:
+        """The entropy weight; one per entropy part (a list) for a head that has several."""
+        alpha = self.log_alpha.exp()
+        return float(alpha) if alpha.dim() == 0 else alpha.tolist()
+
+    @classmethod
+    def handles(cls, action_space: spaces.Space) -> bool:
+        """Whether this agent takes ``action_space``."""
+        return isinstance(action_space, cls.supported_action_spaces)
 
     # ---------------------------------------------------------------- acting
     def _act(self, obs: Tensor, deterministic: bool, masks: Tensor | None) -> Tensor:
@@ -378,7 +389,7 @@ class SoftActorCritic:
         return UpdateSettings(gamma=hp["gamma"], target_update_rate=hp["target_update_rate"],
                               learn_alpha=hp["learn_alpha"], backup_entropy=hp["backup_entropy"],
                               target_entropy=self.target_entropy, actor_lr=lr["actor"], critic_lr=lr["critic"],
-                              alpha_lr=lr["alpha"])
+                              alpha_lr=lr["alpha"], entropy_parts=tuple(getattr(self.head, "entropy_parts", ())))
 
     def _make_update(self) -> Callable[..., Any]:
         """The update bound to this agent's networks, head and constants, compiled unless ``compile`` is off."""

@@ -25,6 +25,8 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
     if isinstance(space, spaces.Box):
         return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
                 "low": space.low.tolist(), "high": space.high.tolist()}
+    if isinstance(space, spaces.Tuple):  # a hybrid action space (envs.hybrid); agents.header bounds it
+        return {"type": "Tuple", "spaces": [space_to_json(s) for s in space.spaces]}
     raise TypeError(f"cannot describe space {space}")
 
 
@@ -39,6 +41,8 @@ def space_from_json(d: dict[str, Any]) -> spaces.Space:
                           shape=tuple(d["shape"]), dtype=d["dtype"])
     if kind == "Dict":
         return spaces.Dict({k: space_from_json(v) for k, v in d["spaces"].items()})
+    if kind == "Tuple":
+        return spaces.Tuple(tuple(space_from_json(v) for v in d["spaces"]))
     raise ValueError(f"unknown space type {kind!r} in saved metadata")
 
 

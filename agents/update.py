@@ -53,12 +53,15 @@ class UpdateSettings:
     target_update_rate: float
     learn_alpha: bool
     backup_entropy: bool
-    target_entropy: float
+    target_entropy: float | tuple[float, ...]
+    """One target, or one per entropy part of the head (``entropy_parts``), with a log alpha each."""
     actor_lr: float
     critic_lr: float
     alpha_lr: float
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    entropy_parts: tuple[str, ...] = ()
+    """The head's names of its entropy parts, for the info; empty for a single entropy."""
 
 
 def train_state(policy: nn.Module, critic: nn.Module, critic_target: nn.Module, log_alpha: Tensor,
@@ -104,7 +107,7 @@ def sac_update(policy: nn.Module, critic: nn.Module, head: Any, s: UpdateSetting
                                                q_with(state.target), features(critic, state.target, batch.next_obs),
                                                temperature)
         if s.backup_entropy:
-            next_v = next_v + alpha * next_entropy
+            next_v = next_v + losses.entropy_bonus(alpha, next_entropy)
         discount = s.gamma if batch.discount is None else batch.discount
         target = losses.soft_bellman_target(batch.rewards, batch.terminated, next_v, discount)
 
@@ -124,10 +127,10 @@ def sac_update(policy: nn.Module, critic: nn.Module, head: Any, s: UpdateSetting
         def actor_loss(params: dict[str, Tensor], log_alpha: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             q, entropy, a_info = head.actor_objective(pi(params, batch.obs), batch.masks, q_with(state.critic),
                                                       feats, temperature)
-            loss, l_info = losses.actor_loss(q, entropy, log_alpha.exp())
+            loss, l_info = losses.actor_loss(q, entropy, log_alpha.exp(), s.entropy_parts)
             # The temperature loss sees the entropy detached and the actor loss alpha detached: one
             # gradient of the sum gives each its own.
-            t_loss, t_info = losses.temperature_loss(log_alpha, entropy, s.target_entropy)
+            t_loss, t_info = losses.temperature_loss(log_alpha, entropy, s.target_entropy, s.entropy_parts)
             return loss + t_loss, {**a_info, **l_info, **t_info}
 
         (a_grads, g_alpha), (_, a_info) = grad_and_value(actor_loss, argnums=(0, 1), has_aux=True)(

@@ -13,7 +13,8 @@ skips the reset step in that mode.
 Importing ``envs`` registers reparl's own envs: ``reparl/Combinatorial-v0`` and
 ``reparl/CombinatorialMasked-v0`` (:mod:`envs.combinatorial`), the suite of combinatorial structures
 ``reparl/CombinatorialChain-v0`` ... (:mod:`envs.combinatorial_suite`), ``reparl/MinAtar-<Game>-v0``
-(:mod:`envs.minatar`), and ``ale-py``'s Atari games (``ALE/Breakout-v5`` and the rest).
+(:mod:`envs.minatar`), the hybrid-action envs ``reparl/Platform-v0``, ``reparl/Goal-v0`` and their
+relaxed Box ids (:mod:`envs.hybrid`), and ``ale-py``'s Atari games (``ALE/Breakout-v5`` and the rest).
 
 Atari: an id registered by ``ale-py`` gets the standard DQN preprocessing (Mnih et al. 2015) with
 Machado et al. 2018's protocol (sticky actions, v5's default 0.25; a life lost is not an episode's
@@ -46,7 +47,7 @@ import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
 from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatistics
 
-from envs import combinatorial, combinatorial_suite, minatar  # noqa: F401  (register the reparl/ envs)
+from envs import combinatorial, combinatorial_suite, hybrid, minatar  # noqa: F401  (register the reparl/ envs)
 
 __all__ = ["EnvSpec", "IdSpec", "VecEnvSpec", "env_kwargs", "is_atari", "load_obs_normalization", "make_env",
            "make_vec_env", "obs_normalization", "resolve_id", "save_obs_normalization", "set_obs_normalization"]

@@ -15,7 +15,7 @@ from experiments.config import ConfigError
 
 def check_env(env_id: str) -> str:
     """A report of the checks, one line each; ConfigError naming the first thing reparl cannot use."""
-    from agents import AGENTS
+    from agents import AGENTS, agent_for
     from agents.collect import vector_env_masks
     from agents.encoders import make_encoder
     from envs import IdSpec, make_env
@@ -41,10 +41,9 @@ def check_env(env_id: str) -> str:
     kind = type(getattr(encoder, "core", encoder)).__name__
     lines.append(f"observation: encoder {kind} (encoder: auto), {encoder.features_dim} features for the networks")
     space = env.action_space
-    agents = [name for name, cls in AGENTS.items() if isinstance(space, cls.supported_action_spaces)]
+    agents = [name for name, cls in AGENTS.items() if cls.handles(space)]
     if not agents:
-        raise ConfigError(f"{env_id}: action space {space} is neither Discrete/MultiDiscrete (GumbelSAC) nor Box "
-                          "(GaussianSAC)")
+        raise ConfigError(f"{env_id}: action space {space}: {agent_for(space)}")
     if isinstance(space, spaces.Box) and not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
         raise ConfigError(f"{env_id}: GaussianSAC needs finite Box bounds; wrap the env with "
                           "gymnasium.wrappers.RescaleAction or ClipAction")

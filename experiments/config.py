@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 SB3_ALGOS = ("DQN", "PPO", "A2C", "SAC", "TD3")
-OUR_AGENTS = ("GumbelSAC", "GaussianSAC")
+OUR_AGENTS = ("GumbelSAC", "GaussianSAC", "HybridSAC")
 # Keys of our agents' constructors that the runner sets from other sections.
 RESERVED = {"n_envs": "env.n_envs", "seed": "train.seed", "device": "train.device"}
 # SB3 constructor arguments the runner owns, or that take Python objects YAML cannot spell.
@@ -109,7 +109,7 @@ def parse_yaml(text: str, where: str) -> Any:
 @dataclass
 class AgentConfig:
     name: str = "GumbelSAC"
-    """Algorithm: GumbelSAC or GaussianSAC (ours), or an SB3 baseline DQN, PPO, A2C, SAC, TD3."""
+    """Algorithm: GumbelSAC, GaussianSAC or HybridSAC (ours), or an SB3 baseline DQN, PPO, A2C, SAC, TD3."""
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments that differ from the agent's defaults; in YAML they sit directly
     under ``agent:`` beside ``name`` (``agent.temperature``)."""
@@ -183,7 +183,7 @@ class WandbConfig:
     group: str | None = None
     """Run group; ``null`` groups by env id."""
     tags: list[str] = field(default_factory=list)
-    """Extra tags; the agent, env id and (GumbelSAC) estimator are always added."""
+    """Extra tags; the agent, env id and (GumbelSAC, HybridSAC) estimator are always added."""
     job_type: str = "train"
     """W&B job type."""
 
@@ -436,12 +436,17 @@ def check_compatibility(cfg: Config) -> None:
     env.close()
     if cfg.agent.is_sb3:
         ok = type(space).__name__ in SB3_ACTION_SPACES[cfg.agent.name]
-        other = "use DQN, PPO or A2C" if type(space).__name__ == "Discrete" else "use SAC, TD3, PPO or A2C"
+        other = ("use DQN, PPO or A2C" if type(space).__name__ == "Discrete" else
+                 "use HybridSAC, or an SB3 algorithm on the env's hybrid action relaxed into a Box (the "
+                 "reparl/...Relaxed-v0 ids, envs/hybrid.py)" if type(space).__name__ == "Tuple" else
+                 "use SAC, TD3, PPO or A2C")
         handles = "/".join(SB3_ACTION_SPACES[cfg.agent.name])
     else:
+        from agents import agent_for
+
         cls = agent_class(cfg.agent.name)
-        ok = isinstance(space, cls.supported_action_spaces)
-        other = f"use {cls.other_agent}"
+        ok = cls.handles(space)
+        other = "" if ok else agent_for(space)
         handles = "/".join(s.__name__ for s in cls.supported_action_spaces)
     if not ok:
         raise ConfigError(f"agent.name: {cfg.agent.name} handles {handles} action spaces, but {cfg.env.id} has "

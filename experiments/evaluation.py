@@ -13,11 +13,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.collect import vector_actions
+
 
 @dataclass
 class EvalResult:
     returns: np.ndarray
     lengths: np.ndarray
+    successes: np.ndarray | None = None
+    """Each episode's ``info["is_success"]`` at its end (SB3's convention), when the env reports it
+    for every episode (reparl/Goal-v0: a goal scored)."""
 
     @property
     def mean(self) -> float:
@@ -28,8 +33,11 @@ class EvalResult:
         return float(np.std(self.returns))
 
     def summary(self) -> dict[str, float]:
-        return {"eval/mean_return": self.mean, "eval/std_return": self.std,
-                "eval/mean_length": float(np.mean(self.lengths))}
+        out = {"eval/mean_return": self.mean, "eval/std_return": self.std,
+               "eval/mean_length": float(np.mean(self.lengths))}
+        if self.successes is not None:
+            out["eval/success_rate"] = float(np.mean(self.successes))
+        return out
 
 
 def make_eval_env(env_id: str, n: int, env_kwargs: dict[str, Any] | None = None,
@@ -51,6 +59,7 @@ def evaluate(model: Any, env: str | gym.vector.VectorEnv, n_episodes: int = 10, 
     owed = np.array([len(range(i, n_episodes, n)) for i in range(n)])
     returns: list[float] = []
     lengths: list[int] = []
+    successes: list[bool | None] = []
     obs, _ = venv.reset(seed=seed)
     ep_ret, ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
     masks_fn = getattr(model, "_eval_masks", None)
@@ -60,13 +69,16 @@ def evaluate(model: Any, env: str | gym.vector.VectorEnv, n_episodes: int = 10, 
             if masks_fn is not None and (m := masks_fn(venv)) is not None:
                 kwargs["action_masks"] = m
             action, _ = model.predict(obs, deterministic=deterministic, **kwargs)
-            obs, reward, term, trunc, _ = venv.step(action)
+            obs, reward, term, trunc, info = venv.step(vector_actions(venv.single_action_space, action))
             ep_ret += reward
             ep_len += 1
+            final = info.get("final_info", info)  # the ending step's info (SAME_STEP autoreset), or the step's
+            reported = final.get("_is_success", np.zeros(n, dtype=bool))
             for i in np.flatnonzero(np.logical_or(term, trunc)):
                 if owed[i] > 0:
                     returns.append(float(ep_ret[i]))
                     lengths.append(int(ep_len[i]))
+                    successes.append(bool(final["is_success"][i]) if reported[i] else None)
                     owed[i] -= 1
                 ep_ret[i], ep_len[i] = 0.0, 0
             if owed.sum() == 0:
@@ -76,4 +88,5 @@ def evaluate(model: Any, env: str | gym.vector.VectorEnv, n_episodes: int = 10, 
     finally:
         if own:
             venv.close()
-    return EvalResult(np.array(returns), np.array(lengths))
+    reported_all = all(x is not None for x in successes)
+    return EvalResult(np.array(returns), np.array(lengths), np.array(successes, dtype=bool) if reported_all else None)

@@ -26,7 +26,7 @@ WANDB_ID_FILE = "wandb_run_id.txt"  # in the run folder: what --resume continues
 
 def wandb_tags(cfg: Config) -> list[str]:
     tags = [cfg.agent.name, cfg.env.id]
-    if cfg.agent.name == "GumbelSAC":
+    if cfg.agent.name in ("GumbelSAC", "HybridSAC"):
         tags.append(f"estimator={resolved_hyperparameters(cfg).get('estimator')}")
     return list(dict.fromkeys(tags + list(cfg.wandb.tags)))
 

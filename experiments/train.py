@@ -98,7 +98,7 @@ def build_agent(cfg: Config, venv: Any, resume_from: Path | None = None, changed
 
 def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
                resume_from: Path | None = None, on_eval: OnEval | None = None) -> tuple[Path, float | None]:
-    """GumbelSAC / GaussianSAC: the agent's own loop, with the runner's work in its callback."""
+    """Our agents (GumbelSAC, GaussianSAC, HybridSAC): the agent's own loop, with the runner's work in its callback."""
     venv = make_vec_env(cfg.env)
     agent = build_agent(cfg, venv, resume_from)
     start = agent.num_timesteps
@@ -280,7 +280,7 @@ def run_training(cfg: Config, runs_root: Path, name: str, command: list[str], ru
     check_buffer_fits(cfg)
     if resume:
         if cfg.agent.is_sb3:
-            raise ConfigError("--resume supports our agents (GumbelSAC, GaussianSAC), not SB3 baselines")
+            raise ConfigError("--resume supports our agents (GumbelSAC, GaussianSAC, HybridSAC), not SB3 baselines")
     else:
         run_dir = create_run_dir(runs_root, name) if run_dir is None else run_dir
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,9 @@ def _eager_update() -> Iterator[None]:
     10-60 s per graph on CI's CPUs. tests/test_update.py holds the compiled update equal to the eager
     one, and runs the compiled default end to end. Session scope: module-scoped fixtures build
     agents too."""
-    from agents import GaussianSAC, GumbelSAC
+    from agents import GaussianSAC, GumbelSAC, HybridSAC
 
     with pytest.MonkeyPatch.context() as mp:
-        for cls in (GumbelSAC, GaussianSAC):
+        for cls in (GumbelSAC, GaussianSAC, HybridSAC):
             mp.setitem(cls.defaults, "compile", False)
         yield

@@ -15,9 +15,10 @@ import torch
 from envs_for_tests import MultiDiscreteTarget
 from test_masks import checked_vec_env
 
-from agents import GaussianSAC, GumbelSAC
+from agents import GaussianSAC, GumbelSAC, HybridSAC
 from agents.sac import SoftActorCritic
 from agents.update import UpdateSettings, sac_update
+from envs.hybrid_target import HybridTarget
 
 SMALL: dict[str, Any] = {"net_arch": [32, 32], "batch_size": 32, "learning_starts": 32, "buffer_size": 2_000,
                          "seed": 0, "device": "cpu", "policy_delay": 1}
@@ -29,6 +30,8 @@ FACTORIES: dict[str, Callable[..., SoftActorCritic]] = {
     "pairwise-masked-st": lambda **kw: GumbelSAC(checked_vec_env(), critic="pairwise", pairwise_rank=4,
                                                  **{**SMALL, **kw}),
     "pendulum": lambda **kw: GaussianSAC("Pendulum-v1", **{**SMALL, **kw}),
+    "platform-hybrid": lambda **kw: HybridSAC("reparl/Platform-v0", **{**SMALL, **kw}),
+    "shared-hybrid-st": lambda **kw: HybridSAC(HybridTarget(shared=True), estimator="st", **{**SMALL, **kw}),
 }
 
 
@@ -116,7 +119,7 @@ def test_gradients_are_autograds_of_the_losses_written_out() -> None:
     assert float(info["train/actor_loss"]) == pytest.approx(float(a_loss.detach()), rel=1e-5)
 
 
-@pytest.mark.parametrize("case", ["cartpole-st", "pairwise-masked-st", "pendulum"])
+@pytest.mark.parametrize("case", ["cartpole-st", "pairwise-masked-st", "pendulum", "platform-hybrid"])
 def test_compiled_update_equals_eager(case: str) -> None:
     """torch.compile (the default) changes how the update runs, not what it computes: the same seeds,
     the same batches and the same random draws (inductor's ``fallback_random`` takes torch's own

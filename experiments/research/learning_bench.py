@@ -225,6 +225,19 @@ SUITES: dict[str, list[Job]] = {
         Job("GaussianSAC", "GaussianSAC", "Pendulum-v1", 10_000, -200.0, config="gaussian_sac/pendulum.yaml"),
         Job("SB3 SAC (lr 1e-3)", "sb3:SAC", "Pendulum-v1", 10_000, -200.0, SB3_SAC_PENDULUM),
     ],
+    # Platform (Masson et al. 2016): the hybrid agent on the parameterized actions beside what a user would
+    # try instead, the action relaxed into one Box (PA-DDPG's relaxation, envs/hybrid.py): GaussianSAC and
+    # SB3's SAC and PPO at their defaults. Return normalized to [0, 1]; threshold MP-DQN's 0.95.
+    "platform": [
+        Job("HybridSAC", "HybridSAC", "reparl/Platform-v0", 20_000, 0.95, eval_episodes=20,
+            config="hybrid_sac/platform.yaml"),
+        Job("HybridSAC st", "HybridSAC", "reparl/Platform-v0", 20_000, 0.95, {"estimator": "st"}, eval_episodes=20,
+            config="hybrid_sac/platform.yaml"),
+        Job("GaussianSAC (relaxed Box)", "GaussianSAC", "reparl/PlatformRelaxed-v0", 20_000, 0.95, eval_episodes=20,
+            config="gaussian_sac/platform_relaxed.yaml"),
+        Job("SB3 SAC (relaxed Box)", "sb3:SAC", "reparl/PlatformRelaxed-v0", 20_000, 0.95, eval_episodes=20),
+        Job("SB3 PPO (relaxed Box)", "sb3:PPO", "reparl/PlatformRelaxed-v0", 20_000, 0.95, eval_episodes=20),
+    ],
     "combinatorial": [
         job
         for env_id, (name, optimum) in COMBINATORIAL_ENVS.items()

@@ -263,3 +263,24 @@ def test_sb3_dqn_with_the_minatar_cnn_trains_and_records_a_video(tmp_path: Path)
     meta = next(reader)
     assert tuple(meta["size"]) == (10 * CELL_PIXELS, 10 * CELL_PIXELS)
     assert sum(1 for _ in reader) == report["lengths"][0] + 1  # the reset frame and one per step
+
+
+def test_gumbel_sac_trains_on_minatar_from_its_config_and_records_a_video(tmp_path: Path) -> None:
+    """The shipped GumbelSAC config through the runner: the CNN encoder on bool frames, the frame
+    buffer, the printed buffer line, a model that loads with its encoder, and a video of the game."""
+    proc = cli("train", "configs/gumbel_sac/minatar_breakout.yaml", "--run-dir", str(tmp_path), "--no-progress",
+               "--wandb", "disabled", "--set", "train.total_timesteps=400", "agent.learning_starts=200",
+               "agent.compile=false", "train.eval_freq=400", "train.eval_episodes=1", "train.log_interval=100")
+    assert "replay buffer: 100,000 transitions x" in proc.stdout
+    (run_dir,) = tmp_path.iterdir()
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(np.isfinite(e.get("train/critic_loss", np.nan)) for e in events)
+
+    from agents import GumbelSAC
+    from agents.encoders import CNN
+
+    model = GumbelSAC.load(run_dir / "model.safetensors")
+    assert isinstance(model.policy.encoder.core, CNN) and model.policy.encoder.image
+    cli("eval", str(run_dir), "--video", "--episodes", "1", "--wandb", "disabled")
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert len(report["videos"]) == 1 and Path(report["videos"][0]).stat().st_size > 0

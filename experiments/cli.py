@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed benchmark beside SB3: prints tables, writes bench.md/bench.json",
                        description=_fill("Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with "
                                          "batch and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to "
-                                         "CartPole 475, and the pairwise critic's update cost against rank and "
-                                         "factors. Each measurement runs in a fresh process, ours and SB3's "
+                                         "CartPole 475, the pairwise critic's update cost against rank and "
+                                         "factors, and GumbelSAC beside SB3 DQN on MinAtar pixels. Each measurement runs in a fresh process, "
+                                         "ours and SB3's "
                                          "alternating; tables give medians and same-run ratios."),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  %(prog)s\n  %(prog)s --sections throughput --rounds 5\n"

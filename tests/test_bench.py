@@ -204,3 +204,17 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
     assert ring["GumbelSAC joint"]["critic"] == "joint" and ring["GumbelSAC heads"]["critic"] == "heads"
     ppo = build_jobs("combinatorial", [0], only=["SB3 PPO (defaults, 8 envs)"], variants=CRITIC_FORMS)
     assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)
+
+
+def test_bench_quick_pixels_row(tmp_path: Path) -> None:
+    """The pixel section: GumbelSAC and SB3 DQN with the same CNN on MinAtar, each in its own process."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "run.py", "bench", "--quick", "--sections", "pixels", "--rounds", "1",
+                           "--updates", "3", "--env-steps", "20", "--threads", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "bench.json").read_text())
+    for lib in ("reparl", "sb3"):
+        (row,) = result["pixels"][lib]
+        assert row["updates_per_s"] > 0 and row["env_steps_per_s"] > 0
+    assert "## Pixels: GumbelSAC vs SB3 DQN" in (out / "bench.md").read_text()

@@ -28,6 +28,7 @@ Sections:
                                               # section compiles an update for each of its 12 cells
     python run.py bench --sections throughput --rounds 5
     python run.py bench --sections pairwise --rounds 1
+    python run.py bench --sections pixels
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("throughput", "scaling", "envs", "cartpole", "pairwise")
+SECTIONS = ("throughput", "scaling", "envs", "cartpole", "pairwise", "pixels")
 
 # Identical settings for both libraries: SB3 SAC's defaults, written out (sac.py), with ours set to match.
 # Rows of the throughput table: (label, GaussianSAC hyperparameters beyond SAC_SETTINGS).
@@ -249,6 +250,58 @@ def race(spec: dict[str, Any]) -> dict[str, Any]:
     return {"train_s": r["first_train_s"], "steps": r["first"], "wall_s": r["wall_s"]}
 
 
+PIXELS_ENV = "reparl/MinAtar-Breakout-v0"
+
+
+def measure_pixels(spec: dict[str, Any]) -> dict[str, Any]:
+    """GumbelSAC (its CNN encoder, the frame buffer) or SB3 DQN given the same network (MinAtar's: 16 3x3
+    filters, 128 units) on MinAtar Breakout, at the same batch: env steps/s while learning (one update per
+    step) and updates/s, in this (fresh) process."""
+    import torch
+
+    import envs  # noqa: F401  (registers reparl/MinAtar-*)
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    device, settings = spec["device"], spec["settings"]
+    starts, batch = settings["learning_starts"], settings["batch_size"]
+    if spec["lib"] == "sb3":
+        from stable_baselines3 import DQN
+        from stable_baselines3.common.env_util import make_vec_env
+
+        from experiments.sb3_extractors import MinAtarCNN
+
+        model = DQN("MlpPolicy", make_vec_env(PIXELS_ENV, seed=0), seed=0, device=device, verbose=0,
+                    learning_starts=starts, batch_size=batch, buffer_size=10_000, train_freq=1,
+                    policy_kwargs={"features_extractor_class": MinAtarCNN, "net_arch": []})
+        learn = lambda n: model.learn(n, reset_num_timesteps=False)  # noqa: E731
+        update = lambda n: model.train(gradient_steps=n, batch_size=batch)  # noqa: E731
+    else:
+        from agents import GumbelSAC
+
+        model = GumbelSAC(PIXELS_ENV, seed=0, device=device, learning_starts=starts, batch_size=batch,
+                          buffer_size=10_000, net_arch=[128], **spec.get("extra", {}))
+        learn = model.learn
+
+        def update(n: int) -> None:
+            for _ in range(n):
+                model.train_step()
+            model.pop_train_info()
+
+    learn(starts + 1)  # warm-up, and the first update (compilation, optimizer state) out of the timing
+    update(10)
+    _sync(device)
+    t = time.perf_counter()
+    learn(int(spec["env_steps"]))
+    _sync(device)
+    out = {"env_steps_per_s": int(spec["env_steps"]) / (time.perf_counter() - t)}
+    t = time.perf_counter()
+    update(int(spec["updates"]))
+    _sync(device)
+    out["updates_per_s"] = int(spec["updates"]) / (time.perf_counter() - t)
+    return out
+
+
 def _threads() -> int:
     import torch
 
@@ -257,7 +310,7 @@ def _threads() -> int:
 
 def _worker(args: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     kind, spec = args
-    return {"measure": measure, "race": race, "pairwise": measure_pairwise}[kind](spec)
+    return {"measure": measure, "race": race, "pairwise": measure_pairwise, "pixels": measure_pixels}[kind](spec)
 
 
 def _run(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -427,6 +480,23 @@ def run_bench(sections: tuple[str, ...] = SECTIONS, rounds: int = 3, updates: in
             lines.append(f"| {f} | " + " | ".join(f"{by[rank, f]['ms_per_update']:.2f} "
                                                   f"({by[rank, f]['flops_per_update'] / 1e6:,.3g})"
                                                   for rank in ranks) + " |")
+        emit(lines)
+    if "pixels" in sections:
+        pix = {"reparl": [], "sb3": []}
+        for r in range(rounds):
+            for lib in ("reparl", "sb3") if r % 2 == 0 else ("sb3", "reparl"):
+                pix[lib].append(_run("pixels", {**base, "lib": lib, "env_steps": env_steps, "updates": updates,
+                                                "extra": {"compile": False} if quick else {}}))
+                log(f"  pixels round {r + 1}/{rounds} {lib}: {pix[lib][-1]['updates_per_s']:.0f} updates/s")
+        result["pixels"] = pix
+        med = {lib: {k: _med(rows, k) for k in ("env_steps_per_s", "updates_per_s")} for lib, rows in pix.items()}
+        lines = [f"## Pixels: GumbelSAC vs SB3 DQN with the same CNN, {PIXELS_ENV} (10 x 10 x 4 frames; "
+                 f"batch {settings['batch_size']}), median of {rounds} rounds", "",
+                 "| implementation | env steps/s (learning) | updates/s | updates/s / SB3 DQN's |", "|---|---|---|---|"]
+        for lib, label in (("reparl", "GumbelSAC (CNN encoder, frame buffer)"), ("sb3", "SB3 DQN (MinAtarCNN)")):
+            d = med[lib]
+            lines.append(f"| {label} | {_fmt(d['env_steps_per_s'])} | {_fmt(d['updates_per_s'])} | "
+                         f"{_ratio(d['updates_per_s'], med['sb3']['updates_per_s'])} |")
         emit(lines)
     result["markdown"] = "\n".join(md)
     return result

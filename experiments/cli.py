@@ -163,16 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_fill("Throughput of GaussianSAC vs SB3 SAC at identical settings, scaling with "
                                          "batch and width, vector envs, and GumbelSAC vs SB3 DQN wall-clock to "
                                          "CartPole 475, the pairwise critic's update cost against rank and "
-                                         "factors, and GumbelSAC beside SB3 DQN on MinAtar pixels. Each measurement runs in a fresh process, "
-                                         "ours and SB3's "
-                                         "alternating; tables give medians and same-run ratios."),
+                                         "factors, and GumbelSAC beside SB3 DQN on MinAtar pixels. Each "
+                                         "measurement runs in a fresh process, ours and SB3's alternating; "
+                                         "tables give medians and same-run ratios."),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  %(prog)s\n  %(prog)s --sections throughput --rounds 5\n"
                               "  %(prog)s --device cuda --sections throughput scaling\n"
-                              "  %(prog)s --sections pairwise --rounds 1")
+                              "  %(prog)s --sections pairwise --rounds 1\n  %(prog)s --sections pixels")
     b.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
-                   help="any of throughput, scaling, envs, cartpole, pairwise (default: all); pairwise alone "
-                        "is the pairwise critic's update cost against rank and number of factors")
+                   help="any of throughput, scaling, envs, cartpole, pairwise, pixels (default: all); pairwise "
+                        "is the pairwise critic's update cost against rank and number of factors, pixels "
+                        "GumbelSAC beside SB3 DQN on MinAtar")
     b.add_argument("--rounds", type=int, default=3,
                    help="alternating rounds of the throughput and pairwise sections (default 3)")
     b.add_argument("--updates", type=int, default=300,

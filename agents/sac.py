@@ -250,18 +250,27 @@ class SoftActorCritic:
         return vector_env_masks(venv) if self.head.mask_size is not None else None
 
     # ---------------------------------------------------------------- learning
+    def buffer_arguments(self, stride: int | None = None, masks: bool | None = None) -> dict[str, Any]:
+        """The :class:`ReplayBuffer` arguments (less device and priority beta) of this agent's buffer,
+        the one source for its allocation and for ``run.py``'s memory check before a run, which passes
+        ``stride`` (env copies) and ``masks`` (whether the env gives action masks) as the env will."""
+        hp = self.hparams
+        shape, dtype = self.head.stored_shape
+        if masks is None:
+            masks = self.collector is not None and self.collector.use_masks
+        if stride is None:
+            stride = self.env.num_envs if self.env is not None else 1
+        obs_shape, obs_dtype = stored_layout(self.observation_space)
+        return dict(capacity=hp["buffer_size"], obs_shape=obs_shape, action_shape=shape, action_dtype=dtype,
+                    mask_size=self.head.mask_size if masks else None, obs_dtype=obs_dtype, stride=stride,
+                    priority_alpha=hp["prioritized_replay"])
+
     def _ensure_buffer(self) -> ReplayBuffer:
         if self.buffer is None:
-            hp = self.hparams
-            shape, dtype = self.head.stored_shape
-            mask_size = self.head.mask_size if self.collector is not None and self.collector.use_masks else None
-            obs_shape, obs_dtype = stored_layout(self.observation_space)
-            kw = dict(mask_size=mask_size, obs_dtype=obs_dtype, stride=self.env.num_envs if self.env is not None else 1)
-            check_fits(ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, shape, action_dtype=dtype,
-                                               priority_alpha=hp["prioritized_replay"], **kw),
-                       self.device, f"a replay buffer of {hp['buffer_size']:,} transitions")
-            self.buffer = ReplayBuffer(hp["buffer_size"], obs_shape, shape, dtype, self.device,
-                                       priority_alpha=hp["prioritized_replay"], priority_beta=hp["priority_beta"], **kw)
+            args = self.buffer_arguments()
+            check_fits(ReplayBuffer.nbytes_for(**args), self.device,
+                       f"a replay buffer of {args['capacity']:,} transitions")
+            self.buffer = ReplayBuffer(**args, device=self.device, priority_beta=self.hparams["priority_beta"])
         return self.buffer
 
     def _collector(self, env: gym.vector.VectorEnv) -> Collector:

@@ -202,26 +202,17 @@ def recover_model(cfg: Config, run_dir: Path, checkpoint: Path) -> TrainResult:
     return TrainResult(run_dir, model_path, None, None, None)
 
 
-def buffer_nbytes(cfg: Config, observation_space: Any, action_space: Any) -> int:
-    """Bytes of the replay buffer the config's agent will allocate for these spaces
-    (``ReplayBuffer.nbytes_for`` of the layout ``agents.spaces.stored_layout`` picks: images once per frame
-    in uint8)."""
-    import torch
-    from gymnasium import spaces
-
+def buffer_nbytes(cfg: Config, observation_space: Any, action_space: Any, masks: bool = False) -> int:
+    """Bytes of the replay buffer the config's agent will allocate for these spaces: the agent's own
+    :meth:`~agents.sac.SoftActorCritic.buffer_arguments` (so the action layout is its head's, images
+    once per frame in their dtype), from an agent built on the CPU with no env and no buffer (its
+    networks only). ``masks``: whether the env gives action masks (the buffer then keeps them)."""
     from agents.buffer import ReplayBuffer
-    from agents.spaces import stored_layout
 
-    hp = {**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}
-    obs_shape, obs_dtype = stored_layout(observation_space)
-    if isinstance(action_space, spaces.Box):
-        action_shape, action_dtype = (int(action_space.shape[0]) if action_space.shape else 1,), torch.float32
-    else:
-        action_shape, action_dtype = (len(getattr(action_space, "nvec", [0])),), torch.long
-    choices = int(action_space.n) if hasattr(action_space, "n") else int(sum(getattr(action_space, "nvec", [])))
-    return ReplayBuffer.nbytes_for(hp["buffer_size"], obs_shape, action_shape, choices or None, obs_dtype=obs_dtype,
-                                   action_dtype=action_dtype, stride=cfg.env.n_envs,
-                                   priority_alpha=hp["prioritized_replay"])
+    hp = {k: v for k, v in cfg.agent.hyperparameters.items() if k not in ("device", "seed")}  # no reseeding
+    agent = agent_class(cfg.agent.name)(observation_space=observation_space, action_space=action_space,
+                                        device="cpu", **hp)
+    return ReplayBuffer.nbytes_for(**agent.buffer_arguments(stride=cfg.env.n_envs, masks=masks))
 
 
 def buffer_line(cfg: Config, nbytes: int) -> str:
@@ -243,7 +234,11 @@ def check_buffer_fits(cfg: Config) -> None:
     hp = {**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}
     env = make_env(cfg.env)
     try:
-        nbytes = buffer_nbytes(cfg, env.observation_space, env.action_space)
+        try:  # as agents.collect.vector_env_masks finds them through the vector env's call()
+            masks = callable(env.get_wrapper_attr("action_masks"))
+        except AttributeError:
+            masks = False
+        nbytes = buffer_nbytes(cfg, env.observation_space, env.action_space, masks)
     finally:
         env.close()
     try:

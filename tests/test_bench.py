@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from experiments.research.bench import (
     RACE_CONFIG,
     RACE_VARIANTS,
@@ -207,6 +209,23 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
     assert ring["GumbelSAC joint"]["critic"] == "joint" and ring["GumbelSAC heads"]["critic"] == "heads"
     ppo = build_jobs("combinatorial", [0], only=["SB3 PPO (defaults, 8 envs)"], variants=CRITIC_FORMS)
     assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)
+
+
+def test_goal_suite_records_the_scoring_probability() -> None:
+    """The goal suite's curve is the fraction of evaluation episodes that score (Goal's published
+    figure), not the mean return (at most 0 unless the episode scores); an env that does not report
+    info["is_success"] is refused with the reason."""
+    import dataclasses
+
+    from experiments.research.learning_bench import build_jobs, run_job
+
+    job = build_jobs("goal", [0], total=200, eval_episodes=10)[0]
+    assert (job.metric, job.threshold, job.config) == ("success", 0.789, "hybrid_sac/goal.yaml")
+    result = run_job(dataclasses.replace(job, eval_every=100))
+    values = [v for _, v in result["curve"]]
+    assert len(values) == 2 and all(0.0 <= v <= 1.0 and round(v * 10, 9) % 1 == 0 for v in values)
+    with pytest.raises(RuntimeError, match="is_success"):
+        run_job(dataclasses.replace(job, env_id="CartPole-v1", algo="GumbelSAC", hp={}, total=100, eval_every=100))
 
 
 def test_bench_quick_pixels_row(tmp_path: Path) -> None:

@@ -390,9 +390,33 @@ def test_the_runner_counts_and_prints_the_image_layout() -> None:
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "configs/gumbel_sac/cartpole.yaml", {"agent.buffer_size": 100_000, "env.n_envs": 2})
     nbytes = buffer_nbytes(cfg, spaces.Box(0, 255, ATARI, np.uint8), spaces.Discrete(4))
-    assert nbytes == ReplayBuffer.nbytes_for(100_000, ATARI, (1,), 4, obs_dtype=torch.uint8, stride=2)
+    assert nbytes == ReplayBuffer.nbytes_for(100_000, ATARI, (1,), obs_dtype=torch.uint8, stride=2)
     assert buffer_line(cfg, nbytes) == f"replay buffer: 100,000 transitions x {nbytes / 100_000:,.0f} bytes = " \
                                        f"{nbytes / 2**30:.2f} GiB on cpu"
+
+
+@pytest.mark.parametrize("config", ["gumbel_sac/cartpole.yaml", "hybrid_sac/platform.yaml",
+                                    "gumbel_sac/combinatorial_masked.yaml", "gaussian_sac/pendulum.yaml"])
+def test_the_runner_counts_what_the_agent_allocates(config: str) -> None:
+    """The memory check before a run counts the buffer the agent then allocates, byte for byte: its
+    head's action layout (a hybrid action is one float row), and masks only where the env has them."""
+    from pathlib import Path
+
+    from agents import AGENTS
+    from envs import make_env
+    from experiments.config import load_config
+    from experiments.train import buffer_nbytes
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / config, {"agent.buffer_size": 1000})
+    env = make_env(cfg.env)
+    try:
+        masks = callable(getattr(env.unwrapped, "action_masks", None))
+        predicted = buffer_nbytes(cfg, env.observation_space, env.action_space, masks)
+    finally:
+        env.close()
+    agent = AGENTS[cfg.agent.name](cfg.env.id, **{**cfg.agent.hyperparameters, "n_envs": cfg.env.n_envs})
+    assert predicted == agent._ensure_buffer().nbytes()
+    assert (agent.buffer.masks is not None) == ("masked" in config)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

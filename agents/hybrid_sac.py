@@ -6,7 +6,7 @@ parameters as tanh(mu + sigma * eps), and is trained end to end through the Gumb
 relaxation of k (GumbelSAC's estimators) and the Gaussian reparameterization of the parameters at
 once, against critics Q(s, onehot(k), x) whose unchosen parameters are zeroed. The choice and the
 parameters each have an entropy with its own target and its own learned weight (Delalleau et al.
-2019). Everything action-specific is the head's, :class:`agents.heads.HybridHead`.
+2019). Everything action-specific is the head's, :class:`agents.hybrid_head.HybridHead`.
 
 ``predict`` returns actions in the env's own space: ``(k, (x_1, ..., x_K))`` for one observation
 (``(k, x)`` when the Box is shared), and a list of those for a batch, SB3's per-copy layout, so SB3's
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from agents.buffer import Batch
 from agents.distributions import ESTIMATORS, HybridDistribution
-from agents.heads import HybridHead
+from agents.hybrid_head import HybridHead
 from agents.networks import mlp
 from agents.sac import SoftActorCritic
 from agents.update import estimator_cosine

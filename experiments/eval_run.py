@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.header import short
-from envs import load_obs_normalization, set_obs_normalization
+from envs import load_obs_normalization, make_env, set_obs_normalization
 from experiments.config import OUR_AGENTS, SB3_ALGOS, Config, ConfigError, build_config, load_config
 from experiments.evaluation import EvalResult, evaluate
 from experiments.extras import require
@@ -125,6 +125,13 @@ def run_eval(target: Path, episodes: int | None = None, deterministic: bool = Tr
     n = episodes or cfg.train.eval_episodes
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1; got {n}")
+    if video:
+        probe = make_env(cfg.env)
+        modes = list(probe.metadata.get("render_modes", []))
+        probe.close()
+        if "rgb_array" not in modes:
+            raise ConfigError(f"--video: env {cfg.env.id} cannot draw frames (its render modes are {modes}, "
+                              "not 'rgb_array'); evaluate without --video")
     if cfg.train.torch_threads is not None:
         import torch
 

@@ -23,7 +23,7 @@ from agents import AGENTS, GaussianSAC, GumbelSAC, HybridSAC, losses
 from agents.checkpoint import read_model_file, write_safetensors
 from agents.distributions import HybridDistribution
 from agents.header import HeaderError
-from agents.heads import HybridHead
+from agents.hybrid_head import HybridHead
 from agents.networks import CriticEnsemble
 from envs import hybrid_target
 from experiments.config import ConfigError, check_compatibility, load_config

@@ -16,9 +16,10 @@ from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation
 from safetensors.torch import load_file, save_file
 
-from agents.buffer import FlatStore, FrameStore, ReplayBuffer, stack_size
+from agents.buffer import ReplayBuffer
 from agents.collect import Collector
 from agents.spaces import stored_layout as obs_layout
+from agents.stores import FlatStore, FrameStore, stack_size
 
 ATARI = (4, 84, 84)
 

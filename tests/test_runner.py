@@ -154,6 +154,21 @@ def test_eval_prints_returns_and_writes_videos(gumbel_run: tuple[Path, subproces
     assert any(h.get("eval/video", {}).get("_type") == "video-file" for h in logged.history)
 
 
+def test_eval_video_of_an_env_that_cannot_draw_is_refused_before_loading(tmp_path: Path) -> None:
+    """--video on an env with no 'rgb_array' render mode (the combinatorial suite's) is one line that
+    names the env and the fix, not gymnasium's TypeError from deep inside the vector env."""
+    from agents import GumbelSAC
+
+    path = tmp_path / "chain.safetensors"
+    GumbelSAC("reparl/CombinatorialChain-v0", net_arch=[8]).save(path)
+    proc = subprocess.run([sys.executable, "run.py", "eval", str(path), "--video", "--episodes", "1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "reparl/CombinatorialChain-v0 cannot draw frames" in line and "without --video" in line
+    assert not (tmp_path / "videos").exists()
+
+
 def test_eval_is_reproducible(gumbel_run: tuple[Path, subprocess.CompletedProcess]) -> None:
     run_dir = gumbel_run[0]
     a = run_eval(run_dir, episodes=4, seed=1).result

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +46,7 @@ import numpy as np
 @dataclass
 class Job:
     name: str
-    algo: str  # "GumbelSAC", "GaussianSAC", or "sb3:DQN", "sb3:SAC", "sb3:PPO"
+    algo: str  # "GumbelSAC", "GaussianSAC", "sb3:DQN", "sb3:SAC", "sb3:PPO", or a variant's "module:Class"
     env_id: str
     total: int
     threshold: float
@@ -161,7 +162,12 @@ def run_job(job: Job) -> dict[str, Any]:
     else:
         from agents import AGENTS
 
-        model = AGENTS[job.algo](job.env_id, seed=job.seed, device=job.device, **job.hp)
+        if ":" in job.algo:  # a research variant named in code, "module:Class" (e.g. hybrid_conditioning's)
+            module, cls_name = job.algo.split(":")
+            agent_cls = getattr(importlib.import_module(module), cls_name)
+        else:
+            agent_cls = AGENTS[job.algo]
+        model = agent_cls(job.env_id, seed=job.seed, device=job.device, **job.hp)
         state = {"next": job.eval_every}
 
         def cb(agent: Any) -> bool:
@@ -273,6 +279,24 @@ SUITES: dict[str, list[Job]] = {
 }
 
 
+def plot(results: list[dict[str, Any]], out: Path) -> Path:
+    """The curves of ``results``, one panel per env, mean over seeds with a 95% bootstrap band
+    (:func:`experiments.compare.plot_curves`). A relaxed-Box id shares its hybrid env's panel
+    (``envs/hybrid.py`` registers ``reparl/<Name>Relaxed-v0`` beside ``reparl/<Name>-v0``)."""
+    from experiments.compare import Group, Run, plot_curves
+
+    groups: dict[tuple[str, str], Group] = {}
+    thresholds: dict[str, float | None] = {}
+    for r in results:
+        panel = r["env_id"].replace("Relaxed-", "-")
+        thresholds[panel] = r["threshold"]
+        g = groups.setdefault((r["name"], panel), Group(panel, r["algo"], r["name"]))
+        steps, values = zip(*r["curve"], strict=True)
+        g.runs.append(Run(Path(f"seed{r['seed']}"), {"env.id": panel}, np.array(steps), np.array(values)))
+    metric = "scoring probability" if any(r.get("metric") == "success" for r in results) else "eval return"
+    return plot_curves(list(groups.values()), out, metric, thresholds)
+
+
 def config_hyperparameters(config: str) -> dict[str, Any]:
     """The agent section of ``configs/<config>`` (validated as ``run.py train`` validates it), with
     ``n_envs`` from its env section where that is not 1 (both run_job paths take it as a hyperparameter)."""
@@ -323,18 +347,30 @@ def main(argv: list[str] | None = None) -> None:
                         "race of run.py bench uses 100, Gymnasium's 'solved'")
     p.add_argument("--stop-at-threshold", action="store_true",
                    help="end each run at its first eval >= threshold (a wall-clock race; 'final' is then that eval)")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="draw the curves here (PNG), from this run or, with --from, from saved results")
+    p.add_argument("--from", dest="from_", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="summarize and plot results JSON files written by --out instead of running jobs")
     p.add_argument("--critic-forms", action="store_true",
                    help=f"run each GumbelSAC job once per critic form: {', '.join(CRITIC_FORMS)}")
     args = p.parse_args(argv)
     if args.eval_episodes is not None and args.eval_episodes < 1:
         p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
+    if args.from_:
+        results = [r for path in args.from_ for r in json.loads(path.read_text())["results"]]
+        print(summarize(results))
+        if args.plot:
+            print(f"curves: {plot(results, args.plot)}")
+        return
     jobs = build_jobs(args.suite, args.seeds, args.only, overrides, args.total, args.eval_episodes,
                       args.stop_at_threshold, CRITIC_FORMS if args.critic_forms else None)
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_job, jobs, chunksize=1)
     table = summarize(results)
     print(table)
+    if args.plot:
+        print(f"curves: {plot(results, args.plot)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"argv": argv, "overrides": overrides, "results": results}, indent=1))

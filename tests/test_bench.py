@@ -211,6 +211,21 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
     assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)
 
 
+def test_keep_reruns_only_the_missing_jobs(tmp_path: Path) -> None:
+    """--keep: each finished job is kept as it ends; a rerun with the same arguments reuses it (the
+    very same result, wall seconds included) and a changed setting runs anew beside it."""
+    from experiments.research.learning_bench import main
+
+    argv = ["--suite", "exact", "--seeds", "0", "--total", "300", "--workers", "1", "--keep", str(tmp_path / "k")]
+    main([*argv, "--out", str(tmp_path / "a.json")])
+    main([*argv, "--out", str(tmp_path / "b.json")])
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text())["results"] for x in "ab")
+    assert a == b and len(a) == 1 and a[0]["wall_s"] > 0
+    main([*argv[:5], "400", *argv[6:], "--out", str(tmp_path / "c.json")])
+    c = json.loads((tmp_path / "c.json").read_text())["results"]
+    assert c[0]["total"] == 400 and len(list((tmp_path / "k").glob("*.json"))) == 2
+
+
 def test_goal_suite_records_the_scoring_probability() -> None:
     """The goal suite's curve is the fraction of evaluation episodes that score (Goal's published
     figure), not the mean return (at most 0 unless the episode scores); an env that does not report

@@ -7,6 +7,9 @@ through the same :func:`experiments.evaluation.evaluate`, so the figures compare
     python -m experiments.research.learning_bench --suite defaults --seeds 0 1 2 3 4
     python -m experiments.research.learning_bench --suite reference --seeds 0 1 2 3 4 --out ref.json
 
+A long study is best run with ``--keep DIR``: every job keeps its result there as it ends, and the same
+command run again (after a reboot, or in the next session) runs only the jobs still missing.
+
 ``defaults``: GumbelSAC on CartPole-v1 and GaussianSAC on Pendulum-v1 at the agents' defaults (no
 config), beside SB3's DQN (the RL Zoo's CartPole settings) and SAC (learning rate 1e-3).
 ``reference`` is the reference learning suite of ``benchmarks/README.md``: each of our agents at a
@@ -103,6 +106,37 @@ CRITIC_FORMS: dict[str, dict[str, Any]] = {
     "pairwise r16": {"critic": "pairwise", "pairwise_rank": 16},
     "pairwise r64": {"critic": "pairwise", "pairwise_rank": 64},
 }
+
+
+KEPT_MAX_BYTES = 16 * 2**20  # one job's result (its curve) is a few kB
+
+
+def job_file(job: Job, folder: Path) -> Path:
+    """Where ``--keep DIR`` keeps one finished job's result: a name from the job's identity and a
+    hash of everything that defines it, so a changed setting never reuses an old result."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(asdict(job), sort_keys=True).encode()).hexdigest()[:12]
+    slug = "".join(c if c.isalnum() else "_" for c in f"{job.name}_{job.env_id}_s{job.seed}")
+    return folder / f"{slug}_{key}.json"
+
+
+def run_kept(job_and_folder: tuple[Job, Path | None]) -> dict[str, Any]:
+    """:func:`run_job`, or the result ``--keep`` already holds for this exact job (a long study
+    stopped part way reruns only what is missing); a new result is written there atomically."""
+    job, folder = job_and_folder
+    if folder is None:
+        return run_job(job)
+    path = job_file(job, folder)
+    if path.exists() and path.stat().st_size <= KEPT_MAX_BYTES:  # a larger file is not one of ours: rerun
+        kept = json.loads(path.read_text())
+        if kept.get("job") == json.loads(json.dumps(asdict(job))):
+            return kept["result"]
+    result = run_job(job)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"job": asdict(job), "result": result}))
+    tmp.replace(path)
+    return result
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -205,10 +239,10 @@ def summarize(results: list[dict[str, Any]]) -> str:
         firsts = [r["first"] for r in rs]
         reached = sorted(f if f is not None else float("inf") for f in firsts)
         med = float(np.median(reached))  # inf ("never") when the middle seed never got there
-        finals = ", ".join(f"{r['final']:.1f}" for r in rs)
-        values = np.array([r["final"] for r in rs], dtype=float)
-        low, high = bootstrap_ci(values) if len(values) > 1 else (values[0], values[0])
-        iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]"
+        finals = ", ".join("-" if r["final"] is None else f"{r['final']:.1f}" for r in rs)
+        values = np.array([r["final"] for r in rs if r["final"] is not None], dtype=float)  # None: no eval yet
+        low, high = bootstrap_ci(values) if len(values) > 1 else (values[:1].sum(), values[:1].sum())
+        iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]" if len(values) else "-"
         mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.1f}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
@@ -347,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
                         "race of run.py bench uses 100, Gymnasium's 'solved'")
     p.add_argument("--stop-at-threshold", action="store_true",
                    help="end each run at its first eval >= threshold (a wall-clock race; 'final' is then that eval)")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="keep each finished job's result in DIR as it ends, and reuse the ones there: a study "
+                        "stopped part way, rerun with the same arguments, runs only the jobs still missing")
     p.add_argument("--plot", type=Path, default=None,
                    help="draw the curves here (PNG), from this run or, with --from, from saved results")
     p.add_argument("--from", dest="from_", type=Path, nargs="+", default=None, metavar="JSON",
@@ -354,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--critic-forms", action="store_true",
                    help=f"run each GumbelSAC job once per critic form: {', '.join(CRITIC_FORMS)}")
     args = p.parse_args(argv)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     if args.eval_episodes is not None and args.eval_episodes < 1:
         p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
@@ -366,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs = build_jobs(args.suite, args.seeds, args.only, overrides, args.total, args.eval_episodes,
                       args.stop_at_threshold, CRITIC_FORMS if args.critic_forms else None)
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        results = pool.map(run_job, jobs, chunksize=1)
+        results = pool.map(run_kept, [(j, args.keep) for j in jobs], chunksize=1)
     table = summarize(results)
     print(table)
     if args.plot:

@@ -226,6 +226,23 @@ def test_keep_reruns_only_the_missing_jobs(tmp_path: Path) -> None:
     assert c[0]["total"] == 400 and len(list((tmp_path / "k").glob("*.json"))) == 2
 
 
+def test_minatar_suite_gives_sb3_dqn_the_configs_cnn() -> None:
+    """The MinAtar suite: each game with GumbelSAC and SB3 DQN from their shipped configs, DQN's
+    epsilon schedule rescaled to end at the paper's step, and the config's named CNN reaching SB3."""
+    import dataclasses
+
+    from experiments.research.learning_bench import build_jobs, run_job
+
+    jobs = build_jobs("minatar", [0])
+    assert {(j.algo, j.env_id) for j in jobs} == {(a, f"reparl/MinAtar-{g}-v0") for a in ("GumbelSAC", "sb3:DQN")
+                                                  for g in ("Breakout", "SpaceInvaders")}
+    dqn = next(j for j in jobs if j.algo == "sb3:DQN")
+    assert dqn.hp["exploration_fraction"] * dqn.total == 105_000
+    assert dqn.hp["policy_kwargs"]["features_extractor_class"] == "MinAtarCNN"
+    result = run_job(dataclasses.replace(dqn, total=100, eval_every=100, eval_episodes=1))
+    assert len(result["curve"]) == 1 and result["curve"][0][1] >= 0
+
+
 def test_goal_suite_records_the_scoring_probability() -> None:
     """The goal suite's curve is the fraction of evaluation episodes that score (Goal's published
     figure), not the mean return (at most 0 unless the episode scores); an env that does not report

@@ -17,6 +17,7 @@ whose 7.2.0 release fails at import with the pandas 3 that ``ray[tune]`` install
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.config import ConfigError, agent_class, agent_defaults, read_yaml
+from experiments.config import SECTIONS, ConfigError, agent_class, agent_defaults, read_yaml
 from experiments.rundir import MODEL_FILES
 
 METRIC = "eval/mean_return"
@@ -174,11 +175,27 @@ def load_run(path: Path, metric: str = METRIC, until: int | None = None,
     return Run(path, with_new_defaults(config), steps, np.array([points[s] for s in steps]))
 
 
+def section_defaults() -> dict[str, Any]:
+    """Every env, train and wandb key's default, flattened as :func:`load_run` flattens a config."""
+    out: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        if name == "agent":
+            continue
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f"{name}.{f.name}"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f"{name}.{f.name}"] = f.default_factory()
+    return out
+
+
 def with_new_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` plus, for each agent hyperparameter its run predates, the value that run ran with:
-    the agent's ``behaviour_before`` where it declares one (a default that has since changed),
-    else today's default. Without this, runs of one config made before and after a release split
-    into groups, and a run made before a default changed would be labelled with the new one."""
+    """``config`` plus, for each key its run predates, the value that run ran with: for an agent
+    hyperparameter the agent's ``behaviour_before`` where it declares one (a default that has since
+    changed), else today's default; for an env, train or wandb key, today's default. Without this,
+    runs of one config made before and after a release split into groups, and a run made before a
+    default changed would be labelled with the new one."""
+    config = {**section_defaults(), **config}
     try:
         defaults = agent_defaults(str(config.get("agent.name")))
         before = getattr(agent_class(str(config.get("agent.name"))), "behaviour_before", {})

@@ -187,6 +187,23 @@ def test_runs_saved_before_a_new_hyperparameter_group_with_its_default() -> None
     assert key({**base, "agent.name": "NoSuchAgent"})  # an agent this install lacks: left as it is
 
 
+def test_runs_saved_before_a_new_env_or_train_key_group_with_its_default() -> None:
+    """A run folder written before env.atari_preprocessing (or any env/train key) existed groups with
+    today's runs of the same config, which record the key at its default, and apart from a run that
+    set it otherwise."""
+    from experiments.compare import Run, config_key, flatten, with_new_defaults
+    from experiments.config import build_config
+
+    today = flatten(build_config({"agent": {"name": "GumbelSAC"}, "env": {"id": "CartPole-v1"}}).to_dict())
+    old = {k: v for k, v in today.items() if k not in ("env.atari_preprocessing", "train.torch_threads")}
+    assert old != today
+
+    def key(config: dict) -> str:
+        return config_key(Run(Path("."), with_new_defaults(config), np.zeros(1), np.zeros(1)))
+
+    assert key(old) == key(today) != key({**today, "env.atari_preprocessing": False})
+
+
 def test_table_of_an_env_without_a_threshold() -> None:
     """Combinatorial-v0 has no reward_threshold: the row has no steps-to-threshold columns (the
     sweep's final table crashed on it once, after a 30-trial sweep had finished)."""

@@ -234,12 +234,21 @@ def _median_seconds(rs: list[dict[str, Any]]) -> str:
     return "never" if med == np.inf else f"{med:.0f}"
 
 
+def curve_means(rs: list[dict[str, Any]]) -> str:
+    """The IQM over seeds of each run's mean evaluation (the area under its curve over its length):
+    how fast it learned, where "final" is only where it ended."""
+    from experiments.compare import iqm
+
+    means = [float(np.mean([v for _, v in r["curve"]])) for r in rs if r["curve"]]
+    return f"{float(iqm(np.array(means))):.3g}" if means else "-"
+
+
 def summarize(results: list[dict[str, Any]]) -> str:
     from experiments.compare import bootstrap_ci, iqm
 
     rows = ["| agent | env | seeds | first step ≥ threshold (per seed) | median | final (per seed) | "
-            "final IQM [95% CI] | min after first | wall s (median) | train s to threshold (median) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "final IQM [95% CI] | min after first | curve mean IQM | wall s (median) | train s to threshold (median) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["name"], r["env_id"]), []).append(r)
@@ -248,15 +257,15 @@ def summarize(results: list[dict[str, Any]]) -> str:
         firsts = [r["first"] for r in rs]
         reached = sorted(f if f is not None else float("inf") for f in firsts)
         med = float(np.median(reached))  # inf ("never") when the middle seed never got there
-        finals = ", ".join("-" if r["final"] is None else f"{r['final']:.1f}" for r in rs)
+        finals = ", ".join("-" if r["final"] is None else f"{r['final']:.3g}" for r in rs)
         values = np.array([r["final"] for r in rs if r["final"] is not None], dtype=float)  # None: no eval yet
         low, high = bootstrap_ci(values) if len(values) > 1 else (values[:1].sum(), values[:1].sum())
         iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]" if len(values) else "-"
-        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.1f}" for r in rs)
+        mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.3g}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
                     f"{'never' if med == float('inf') else f'{med / 1000:g}k'} | "
-                    f"{finals} | {iqm_cell} | {mins} | "
+                    f"{finals} | {iqm_cell} | {mins} | {curve_means(rs)} | "
                     f"{np.median([r['wall_s'] for r in rs]):.0f} | {_median_seconds(rs)} |")
     return "\n".join(rows)
 

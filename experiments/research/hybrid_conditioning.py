@@ -11,7 +11,8 @@ HybridSAC job of :mod:`experiments.research.learning_bench` with this policy:
 
     python -m experiments.research.hybrid_conditioning --seeds 0 1 2 3 4 --total 10000 --out cond.json
 
-and its table sits beside the suite's own HybridSAC rows at the same seeds and budget.
+and its table sits beside the suite's own HybridSAC rows at the same seeds and budget. It measured no
+gain (benchmarks/archive/README.md), so HybridSAC keeps one parameter set per choice.
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ __all__ = ["ESTIMATOR_CHOICES", "HybridPolicy", "HybridSAC"]
 class HybridPolicy(nn.Module):
     """Observation -> (logits ``(B, K)``, mean ``(B, D)``, log_std ``(B, D)``): the choice's logits and the
     pre-tanh Gaussian of every choice's parameters, from one MLP. log_std is squashed into
-    [log_std_min, log_std_max] as :class:`agents.networks.GaussianPolicy`'s."""
+    [log_std_min, log_std_max] as :class:`agents.networks.GaussianPolicy`'s. A parameter set per choice,
+    as Hybrid SAC (Delalleau et al. 2019); parameters from a network conditioned on onehot(k) learned
+    no better on Platform (benchmarks/archive/README.md)."""
 
     def __init__(self, obs_dim: int, n: int, width: int, hidden: Sequence[int], relu_c: float = 0.0,
                  log_std_min: float = -5.0, log_std_max: float = 2.0, encoder: nn.Module | None = None) -> None:

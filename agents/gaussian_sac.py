@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from gymnasium import spaces
 from torch import nn
 
@@ -27,8 +28,10 @@ class GaussianSAC(SoftActorCritic):
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box,)
     defaults: ClassVar[dict[str, Any]] = dict(SoftActorCritic.defaults)
 
-    def _make_head(self) -> GaussianHead:
-        return GaussianHead(self.action_space, self.device)
+    @classmethod
+    def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],
+                  device: torch.device | str = "cpu") -> GaussianHead:
+        return GaussianHead(action_space, device)
 
     def _make_policy(self) -> nn.Module:
         hp = self.hparams

@@ -126,12 +126,13 @@ class GumbelSAC(SoftActorCritic):
         if not 0 <= hp["target_entropy_scale"] <= 1:
             raise ValueError(f"target_entropy_scale must be in [0, 1]; got {hp['target_entropy_scale']}")
 
-    def _make_head(self) -> GumbelHead:
-        hp, space = self.hparams, self.action_space
+    @classmethod
+    def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],
+                  device: torch.device | str = "cpu") -> GumbelHead:
         critic = hp["critic"] if hp["critic"] != "auto" else (
-            "heads" if isinstance(space, spaces.Discrete) else "joint")
-        return GumbelHead(space, critic, hp["estimator"], hp["pairwise_rank"], hp["gumbel_rao_k"],
-                          hp["target_entropy_scale"], self.device)
+            "heads" if isinstance(action_space, spaces.Discrete) else "joint")
+        return GumbelHead(action_space, critic, hp["estimator"], hp["pairwise_rank"], hp["gumbel_rao_k"],
+                          hp["target_entropy_scale"], device)
 
     def _make_policy(self) -> nn.Module:
         hp = self.hparams

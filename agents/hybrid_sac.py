@@ -118,11 +118,12 @@ class HybridSAC(SoftActorCritic):
                              "target_entropy_scale (the choice's, times log K) and parameter_target_entropy (per "
                              "parameter) instead")
 
-    def _make_head(self) -> HybridHead:
-        hp = self.hparams
+    @classmethod
+    def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],
+                  device: torch.device | str = "cpu") -> HybridHead:
         try:
-            return HybridHead(self.action_space, hp["estimator"], hp["gumbel_rao_k"], hp["target_entropy_scale"],
-                              hp["parameter_target_entropy"], self.device)
+            return HybridHead(action_space, hp["estimator"], hp["gumbel_rao_k"], hp["target_entropy_scale"],
+                              hp["parameter_target_entropy"], device)
         except TypeError as e:
             raise TypeError(f"HybridSAC: {e}") from None
 

@@ -137,7 +137,7 @@ class SoftActorCritic:
         with torch.device("meta"):  # the width of the features every network's MLP reads; allocates nothing
             self.obs_dim = self._make_encoder().features_dim
 
-        self.head = self._make_head()
+        self.head = self.make_head(action_space, hp, self.device)
         self.policy = self._make_policy().to(self.device)
         in_dim, out_dim = self.head.critic_dims(self.obs_dim)
         self.critic = CriticEnsemble(hp["n_critics"], in_dim, hp["net_arch"], out_dim, hp["relu_subgradient"],
@@ -167,7 +167,9 @@ class SoftActorCritic:
         self._update: Callable[..., Any] | None = None
 
     # ---------------------------------------------------------------- what an agent file supplies
-    def _make_head(self) -> Any:
+    @classmethod
+    def make_head(cls, action_space: spaces.Space, hp: dict[str, Any], device: torch.device | str = "cpu") -> Any:
+        """The action head for ``action_space`` under the resolved hyperparameters ``hp``."""
         raise NotImplementedError
 
     def _make_policy(self) -> nn.Module:
@@ -250,20 +252,27 @@ class SoftActorCritic:
         return vector_env_masks(venv) if self.head.mask_size is not None else None
 
     # ---------------------------------------------------------------- learning
-    def buffer_arguments(self, stride: int | None = None, masks: bool | None = None) -> dict[str, Any]:
-        """The :class:`ReplayBuffer` arguments (less device and priority beta) of this agent's buffer,
-        the one source for its allocation and for ``run.py``'s memory check before a run, which passes
-        ``stride`` (env copies) and ``masks`` (whether the env gives action masks) as the env will."""
-        hp = self.hparams
-        shape, dtype = self.head.stored_shape
-        if masks is None:
-            masks = self.collector is not None and self.collector.use_masks
-        if stride is None:
-            stride = self.env.num_envs if self.env is not None else 1
-        obs_shape, obs_dtype = stored_layout(self.observation_space)
-        return dict(capacity=hp["buffer_size"], obs_shape=obs_shape, action_shape=shape, action_dtype=dtype,
-                    mask_size=self.head.mask_size if masks else None, obs_dtype=obs_dtype, stride=stride,
+    @classmethod
+    def buffer_arguments_for(cls, observation_space: spaces.Space, action_space: spaces.Space,
+                             hyperparameters: dict[str, Any], stride: int = 1, masks: bool = False) -> dict[str, Any]:
+        """The :class:`ReplayBuffer` arguments (less device and priority beta) of the buffer an agent
+        of this class allocates for these spaces: the one source for its allocation and for
+        ``run.py``'s memory check before a run, which builds no agent (only the head, which holds
+        the action layout and draws no random numbers). ``stride``: env copies; ``masks``: whether
+        the env gives action masks."""
+        hp = {**cls.defaults, **hyperparameters}
+        head = cls.make_head(action_space, hp)
+        shape, dtype = head.stored_shape
+        obs_shape, obs_dtype = stored_layout(observation_space)
+        return dict(capacity=int(hp["buffer_size"]), obs_shape=obs_shape, action_shape=shape, action_dtype=dtype,
+                    mask_size=head.mask_size if masks else None, obs_dtype=obs_dtype, stride=stride,
                     priority_alpha=hp["prioritized_replay"])
+
+    def buffer_arguments(self) -> dict[str, Any]:
+        """:meth:`buffer_arguments_for` this agent's spaces, env copies and masks."""
+        return self.buffer_arguments_for(self.observation_space, self.action_space, self.hparams,
+                                         self.env.num_envs if self.env is not None else 1,
+                                         self.collector is not None and self.collector.use_masks)
 
     def _ensure_buffer(self) -> ReplayBuffer:
         if self.buffer is None:

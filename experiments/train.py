@@ -203,16 +203,15 @@ def recover_model(cfg: Config, run_dir: Path, checkpoint: Path) -> TrainResult:
 
 
 def buffer_nbytes(cfg: Config, observation_space: Any, action_space: Any, masks: bool = False) -> int:
-    """Bytes of the replay buffer the config's agent will allocate for these spaces: the agent's own
-    :meth:`~agents.sac.SoftActorCritic.buffer_arguments` (so the action layout is its head's, images
-    once per frame in their dtype), from an agent built on the CPU with no env and no buffer (its
-    networks only). ``masks``: whether the env gives action masks (the buffer then keeps them)."""
+    """Bytes of the replay buffer the config's agent will allocate for these spaces: its class's
+    :meth:`~agents.sac.SoftActorCritic.buffer_arguments_for` (the action layout is its head's,
+    images once per frame in their dtype). ``masks``: whether the env gives action masks (the
+    buffer then keeps them)."""
     from agents.buffer import ReplayBuffer
 
-    hp = {k: v for k, v in cfg.agent.hyperparameters.items() if k not in ("device", "seed")}  # no reseeding
-    agent = agent_class(cfg.agent.name)(observation_space=observation_space, action_space=action_space,
-                                        device="cpu", **hp)
-    return ReplayBuffer.nbytes_for(**agent.buffer_arguments(stride=cfg.env.n_envs, masks=masks))
+    cls = agent_class(cfg.agent.name)
+    return ReplayBuffer.nbytes_for(**cls.buffer_arguments_for(observation_space, action_space,
+                                                              cfg.agent.hyperparameters, cfg.env.n_envs, masks))
 
 
 def buffer_line(cfg: Config, nbytes: int) -> str:

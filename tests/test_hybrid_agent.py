@@ -365,3 +365,22 @@ def test_run_py_trains_saves_and_evaluates_both_configs(tmp_path: Path) -> None:
         assert ("eval/success_rate" in evals[0]) == (name == "goal")
         report = run_eval(run_dir, episodes=3)
         assert len(report.result.returns) == 3
+
+
+def test_conditioned_policy_probe_reads_each_choice_from_its_own_pass() -> None:
+    """The conditioned-on-k probe (experiments/research/hybrid_conditioning.py): choice k's parameters
+    are the first d_k outputs of the parameter network at [features, onehot(k)], laid out as
+    HybridPolicy's (choice 0's, then choice 1's, ...), with ragged d_k (Goal: 2, 1, 1)."""
+    from experiments.research.hybrid_conditioning import ConditionedHybridPolicy, ConditionedHybridSAC
+
+    torch.manual_seed(0)
+    policy = ConditionedHybridPolicy(5, [2, 1, 1], [16])
+    obs = torch.randn(4, 5)
+    logits, mean, log_std = policy(obs)
+    assert logits.shape == (4, 3) and mean.shape == log_std.shape == (4, 4)
+    expected = torch.cat([policy.params(torch.cat([obs, torch.eye(3)[k].expand(4, 3)], dim=-1))[:, :d]
+                          for k, d in enumerate([2, 1, 1])], dim=-1)
+    torch.testing.assert_close(mean, expected)
+    assert ((log_std >= -5.0) & (log_std <= 2.0)).all()
+    agent = ConditionedHybridSAC("reparl/Goal-v0", net_arch=[8], seed=0)
+    assert isinstance(agent.policy, ConditionedHybridPolicy) and tuple(agent.head.dims) == (2, 1, 1)

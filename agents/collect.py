@@ -66,6 +66,15 @@ def vector_env_masks(venv: Any) -> np.ndarray | None:
     return np.stack([np.asarray(m, dtype=bool).reshape(-1) for m in masks])
 
 
+def has_action_masks(env: gym.Env) -> bool:
+    """Whether one env gives action masks: an ``action_masks()`` on it or any of its wrappers, where
+    :func:`vector_env_masks` finds it through a vector env's ``call``."""
+    try:
+        return callable(env.get_wrapper_attr("action_masks"))
+    except AttributeError:
+        return False
+
+
 def final_masks(next_masks: np.ndarray | None, info: dict[str, Any], done: np.ndarray) -> np.ndarray | None:
     """The masks of the stored next observations. With SAME_STEP autoreset a finished copy already
     shows its reset state; the final state's mask comes from ``info["final_info"]["action_mask"]``

@@ -37,6 +37,17 @@ from agents.update import UpdateSettings, compile_update, sac_update, train_stat
 __all__ = ["NonFiniteError", "SoftActorCritic"]
 
 
+def _buffer_arguments(head: Any, observation_space: spaces.Space, hp: dict[str, Any], stride: int,
+                      masks: bool) -> dict[str, Any]:
+    """The one source of a replay buffer's layout: the head's stored action, the observation's
+    stored layout, and the masks where the env gives them."""
+    shape, dtype = head.stored_shape
+    obs_shape, obs_dtype = stored_layout(observation_space)
+    return dict(capacity=int(hp["buffer_size"]), obs_shape=obs_shape, action_shape=shape, action_dtype=dtype,
+                mask_size=head.mask_size if masks else None, obs_dtype=obs_dtype, stride=stride,
+                priority_alpha=hp["prioritized_replay"])
+
+
 class SoftActorCritic:
     """Off-policy soft actor-critic with twin critics, Polyak targets and a learned entropy weight.
 
@@ -256,23 +267,17 @@ class SoftActorCritic:
     def buffer_arguments_for(cls, observation_space: spaces.Space, action_space: spaces.Space,
                              hyperparameters: dict[str, Any], stride: int = 1, masks: bool = False) -> dict[str, Any]:
         """The :class:`ReplayBuffer` arguments (less device and priority beta) of the buffer an agent
-        of this class allocates for these spaces: the one source for its allocation and for
-        ``run.py``'s memory check before a run, which builds no agent (only the head, which holds
-        the action layout and draws no random numbers). ``stride``: env copies; ``masks``: whether
-        the env gives action masks."""
+        of this class allocates for these spaces, for ``run.py``'s memory check before a run, which
+        builds no agent (only the head, which holds the action layout and draws no random numbers).
+        ``stride``: env copies; ``masks``: whether the env gives action masks."""
         hp = {**cls.defaults, **hyperparameters}
-        head = cls.make_head(action_space, hp)
-        shape, dtype = head.stored_shape
-        obs_shape, obs_dtype = stored_layout(observation_space)
-        return dict(capacity=int(hp["buffer_size"]), obs_shape=obs_shape, action_shape=shape, action_dtype=dtype,
-                    mask_size=head.mask_size if masks else None, obs_dtype=obs_dtype, stride=stride,
-                    priority_alpha=hp["prioritized_replay"])
+        return _buffer_arguments(cls.make_head(action_space, hp), observation_space, hp, stride, masks)
 
     def buffer_arguments(self) -> dict[str, Any]:
-        """:meth:`buffer_arguments_for` this agent's spaces, env copies and masks."""
-        return self.buffer_arguments_for(self.observation_space, self.action_space, self.hparams,
-                                         self.env.num_envs if self.env is not None else 1,
-                                         self.collector is not None and self.collector.use_masks)
+        """:meth:`buffer_arguments_for` this agent's head, spaces, env copies and masks."""
+        return _buffer_arguments(self.head, self.observation_space, self.hparams,
+                                 self.env.num_envs if self.env is not None else 1,
+                                 self.collector is not None and self.collector.use_masks)
 
     def _ensure_buffer(self) -> ReplayBuffer:
         if self.buffer is None:

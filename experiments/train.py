@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.buffer import ReplayBuffer
 from agents.checkpoint import read_checkpoint
-from agents.collect import NonFiniteError
+from agents.collect import NonFiniteError, has_action_masks
 from envs import make_env, make_vec_env, save_obs_normalization
 from experiments.config import Config, ConfigError, agent_class
 from experiments.loop import OnEval, RunLoop, Throughput, window_mean
@@ -109,7 +110,7 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
 
     loop = RunLoop(cfg, run_dir, tracker, agent, save=save_checkpoint, checkpoint_suffix=".safetensors",
                    train_env=venv, progress_bar=progress_bar, start_step=start, on_eval=on_eval)
-    print(buffer_line(cfg, buffer_nbytes(cfg, venv.single_observation_space, venv.single_action_space)), flush=True)
+    print(buffer_line(cfg, ReplayBuffer.nbytes_for(**agent.buffer_arguments())), flush=True)
     rate = Throughput(loop, start, agent.num_updates)
     log_every = cfg.train.log_interval
     state: dict[str, Any] = {"next_log": (start // log_every + 1) * log_every, "last_log": start if start else -1,
@@ -207,8 +208,6 @@ def buffer_nbytes(cfg: Config, observation_space: Any, action_space: Any, masks:
     :meth:`~agents.sac.SoftActorCritic.buffer_arguments_for` (the action layout is its head's,
     images once per frame in their dtype). ``masks``: whether the env gives action masks (the
     buffer then keeps them)."""
-    from agents.buffer import ReplayBuffer
-
     cls = agent_class(cfg.agent.name)
     return ReplayBuffer.nbytes_for(**cls.buffer_arguments_for(observation_space, action_space,
                                                               cfg.agent.hyperparameters, cfg.env.n_envs, masks))
@@ -233,11 +232,7 @@ def check_buffer_fits(cfg: Config) -> None:
     hp = {**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}
     env = make_env(cfg.env)
     try:
-        try:  # as agents.collect.vector_env_masks finds them through the vector env's call()
-            masks = callable(env.get_wrapper_attr("action_masks"))
-        except AttributeError:
-            masks = False
-        nbytes = buffer_nbytes(cfg, env.observation_space, env.action_space, masks)
+        nbytes = buffer_nbytes(cfg, env.observation_space, env.action_space, has_action_masks(env))
     finally:
         env.close()
     try:

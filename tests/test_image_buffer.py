@@ -404,6 +404,7 @@ def test_the_runner_counts_what_the_agent_allocates(config: str) -> None:
     from pathlib import Path
 
     from agents import AGENTS
+    from agents.collect import has_action_masks
     from envs import make_env
     from experiments.config import load_config
     from experiments.train import buffer_nbytes
@@ -411,8 +412,7 @@ def test_the_runner_counts_what_the_agent_allocates(config: str) -> None:
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / config, {"agent.buffer_size": 1000})
     env = make_env(cfg.env)
     try:
-        masks = callable(getattr(env.unwrapped, "action_masks", None))
-        predicted = buffer_nbytes(cfg, env.observation_space, env.action_space, masks)
+        predicted = buffer_nbytes(cfg, env.observation_space, env.action_space, has_action_masks(env))
     finally:
         env.close()
     agent = AGENTS[cfg.agent.name](cfg.env.id, **{**cfg.agent.hyperparameters, "n_envs": cfg.env.n_envs})

@@ -114,6 +114,7 @@ CRITIC_FORMS: dict[str, dict[str, Any]] = {
 
 
 KEPT_MAX_BYTES = 16 * 2**20  # one job's result (its curve) is a few kB
+RESULTS_MAX_BYTES = 256 * 2**20  # a whole study's --out file: a few hundred kB per hundred jobs
 
 
 def job_file(job: Job, folder: Path) -> Path:
@@ -135,7 +136,7 @@ def run_kept(job_and_folder: tuple[Job, Path | None]) -> dict[str, Any]:
     path = job_file(job, folder)
     if path.exists() and path.stat().st_size <= KEPT_MAX_BYTES:  # a larger file is not one of ours: rerun
         kept = json.loads(path.read_text())
-        if kept.get("job") == json.loads(json.dumps(asdict(job))):
+        if isinstance(kept, dict) and kept.get("job") == json.loads(json.dumps(asdict(job))):
             return kept["result"]
     result = run_job(job)
     tmp = path.with_suffix(".tmp")
@@ -259,8 +260,10 @@ def summarize(results: list[dict[str, Any]]) -> str:
         med = float(np.median(reached))  # inf ("never") when the middle seed never got there
         finals = ", ".join("-" if r["final"] is None else f"{r['final']:.3g}" for r in rs)
         values = np.array([r["final"] for r in rs if r["final"] is not None], dtype=float)  # None: no eval yet
-        low, high = bootstrap_ci(values) if len(values) > 1 else (values[:1].sum(), values[:1].sum())
-        iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]" if len(values) else "-"
+        iqm_cell = "-"
+        if len(values):
+            low, high = bootstrap_ci(values) if len(values) > 1 else (values[0], values[0])
+            iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]"
         mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.3g}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
@@ -429,6 +432,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
     if args.from_:
+        for path in args.from_:
+            if not path.is_file() or path.stat().st_size > RESULTS_MAX_BYTES:
+                p.error(f"--from {path}: not a results file of at most {RESULTS_MAX_BYTES // 2**20} MiB; "
+                        "pass the JSON that --out wrote")
         results = [r for path in args.from_ for r in json.loads(path.read_text())["results"]]
         print(summarize(results))
         if args.plot:

@@ -211,6 +211,17 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
     assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)
 
 
+def test_critic_forms_by_name_and_a_misspelt_one_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """--critic-forms NAME...: only the forms named run; a name that is no form is refused in one line
+    that lists the forms, before any job starts."""
+    from experiments.research.learning_bench import main
+
+    with pytest.raises(SystemExit):
+        main(["--suite", "combinatorial", "--only", "GumbelSAC", "--critic-forms", "pairwise r16", "pairwise r5"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'pairwise r5' is not a critic form" in err and "'pairwise r16'" in err
+
+
 def test_keep_reruns_only_the_missing_jobs(tmp_path: Path) -> None:
     """--keep: each finished job is kept as it ends; a rerun with the same arguments reuses it (the
     very same result, wall seconds included) and a changed setting runs anew beside it."""

@@ -27,11 +27,13 @@ probability on Robot Soccer Goal (the curve records the fraction of evaluation e
 and the six structures of ``envs/combinatorial_suite.py``, each with GumbelSAC at its shipped config
 (``configs/gumbel_sac/combinatorial*.yaml``) beside SB3's default PPO with 8 copies
 (``configs/baselines/ppo_combinatorial*.yaml``), 50k env steps each, threshold 75% of the optimal
-return. ``--critic-forms`` runs every GumbelSAC job once per critic form of :data:`CRITIC_FORMS`
-(heads, joint, pairwise at ranks 4, 16 and 64), named "GumbelSAC <form>"; one form alone is ``--set``:
+return. ``--critic-forms [FORM ...]`` runs every GumbelSAC job once per critic form of :data:`CRITIC_FORMS`
+named (all when none is: heads, joint, pairwise at ranks 4, 16 and 64), as "GumbelSAC <form>"; one form
+alone is also ``--set``:
 
     python -m experiments.research.learning_bench --suite combinatorial --seeds 0 1 2 3 4 --out combi.json
     python -m experiments.research.learning_bench --suite combinatorial --critic-forms --only GumbelSAC
+    python -m experiments.research.learning_bench --suite combinatorial --critic-forms "pairwise r4" --only GumbelSAC
     python -m experiments.research.learning_bench --suite combinatorial --set critic=pairwise pairwise_rank=64
 """
 
@@ -423,8 +425,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="draw the curves here (PNG), from this run or, with --from, from saved results")
     p.add_argument("--from", dest="from_", type=Path, nargs="+", default=None, metavar="JSON",
                    help="summarize and plot results JSON files written by --out instead of running jobs")
-    p.add_argument("--critic-forms", action="store_true",
-                   help=f"run each GumbelSAC job once per critic form: {', '.join(CRITIC_FORMS)}")
+    p.add_argument("--critic-forms", nargs="*", default=None, metavar="FORM",
+                   help=f"run each GumbelSAC job once per critic form named (default: all of "
+                        f"{', '.join(repr(k) for k in CRITIC_FORMS)})")
     args = p.parse_args(argv)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -441,8 +444,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.plot:
             print(f"curves: {plot(results, args.plot)}")
         return
+    forms = None
+    if args.critic_forms is not None:
+        unknown = [f for f in args.critic_forms if f not in CRITIC_FORMS]
+        if unknown:
+            p.error(f"--critic-forms {unknown[0]!r} is not a critic form; "
+                    f"choose from {', '.join(map(repr, CRITIC_FORMS))}")
+        forms = {k: v for k, v in CRITIC_FORMS.items() if not args.critic_forms or k in args.critic_forms}
     jobs = build_jobs(args.suite, args.seeds, args.only, overrides, args.total, args.eval_episodes,
-                      args.stop_at_threshold, CRITIC_FORMS if args.critic_forms else None)
+                      args.stop_at_threshold, forms)
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_kept, [(j, args.keep) for j in jobs], chunksize=1)
     table = summarize(results)

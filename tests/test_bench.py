@@ -178,7 +178,13 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
     the env itself states, each job's settings read from its config file (PPO's 8 copies too)."""
     from envs.combinatorial_suite import SUITE
     from experiments.config import load_config
-    from experiments.research.learning_bench import COMBINATORIAL_ENVS, CRITIC_FORMS, SB3_PPO_COMBINATORIAL, build_jobs
+    from experiments.research.learning_bench import (
+        COMBINATORIAL_ENVS,
+        CRITIC_FORMS,
+        SB3_PPO_CARTPOLE,
+        SB3_PPO_COMBINATORIAL,
+        build_jobs,
+    )
 
     jobs = build_jobs("combinatorial", [0])
     env_ids = {"reparl/Combinatorial-v0", "reparl/CombinatorialMasked-v0", *(f"reparl/{n}-v0" for n in SUITE)}
@@ -190,8 +196,8 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
                **{f"reparl/{n}-v0": cls().optimal_return() for n, cls in SUITE.items()}}
     for job in jobs:
         assert job.threshold == 0.75 * optimum[job.env_id]
-        if job.config is None:  # PPO with one copy: SB3's defaults, no config
-            assert (job.algo, job.hp) == ("sb3:PPO", {}) and "1 env" in job.name
+        if job.config is None:  # PPO with one copy at SB3's defaults, or at the zoo's CartPole settings
+            assert job.algo == "sb3:PPO" and job.hp == ({} if "1 env" in job.name else SB3_PPO_CARTPOLE)
             continue
         cfg = load_config(REPO / "configs" / job.config)
         assert (cfg.env.id, cfg.agent.name) == (job.env_id, "PPO" if job.algo == "sb3:PPO" else "GumbelSAC")

@@ -345,7 +345,12 @@ SUITES: dict[str, list[Job]] = {
                         COMBINATORIAL_FRACTION * optimum, config=f"baselines/ppo_{name}.yaml"),
                     # One copy: 2,048-step rollouts, so PPO updates ~24 times in 50k steps rather than 3.
                     Job("SB3 PPO (defaults, 1 env)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
-                        COMBINATORIAL_FRACTION * optimum))
+                        COMBINATORIAL_FRACTION * optimum),
+                    # The zoo tunes no MultiDiscrete task; its PPO for small discrete tasks (CartPole-v1):
+                    # 8 copies x 32-step rollouts, 20 epochs, so ~80 gradient steps per 1k env steps (the
+                    # zoo anneals lr and clip range linearly from these values; here they stay constant).
+                    Job("SB3 PPO (zoo CartPole settings)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
+                        COMBINATORIAL_FRACTION * optimum, SB3_PPO_CARTPOLE))
     ],
 }
 

@@ -228,6 +228,21 @@ def test_critic_forms_by_name_and_a_misspelt_one_refused(capsys: pytest.CaptureF
     assert "'pairwise r5' is not a critic form" in err and "'pairwise r16'" in err
 
 
+def test_lowest_after_best_reads_a_fall_from_the_first_eval_near_the_best() -> None:
+    """The collapse measure: from the first eval at 75% of the run's best, the lowest, over the best; a
+    run that only rises stays at the eval where it crossed; a fall before that point does not count."""
+    from experiments.research.learning_bench import lowest_after_best
+
+    rising = [(1000, 2.0), (2000, 6.0), (3000, 8.0)]
+    assert lowest_after_best(rising) == pytest.approx(6.0 / 8.0)
+    collapse = [(1000, 1.0), (2000, 10.0), (3000, 9.0), (4000, 4.0), (5000, 9.0)]
+    assert lowest_after_best(collapse) == pytest.approx(0.4)
+    early_dip = [(1000, 8.0), (2000, 0.0), (3000, 10.0)]  # 8 is already 80% of 10: the dip counts
+    assert lowest_after_best(early_dip) == 0.0
+    assert lowest_after_best([(1000, 0.1), (2000, 0.0), (3000, 1.0)]) == 1.0
+    assert lowest_after_best([(1000, -5.0)]) is None
+
+
 def test_keep_reruns_only_the_missing_jobs(tmp_path: Path) -> None:
     """--keep: each finished job is kept as it ends; a rerun with the same arguments reuses it (the
     very same result, wall seconds included) and a changed setting runs anew beside it."""

@@ -246,12 +246,25 @@ def curve_means(rs: list[dict[str, Any]]) -> str:
     return f"{float(iqm(np.array(means))):.3g}" if means else "-"
 
 
+def lowest_after_best(curve: list[tuple[int, float]], fraction: float = 0.75) -> float | None:
+    """Collapse after learning: the lowest evaluation from the first one at ``fraction`` of the run's best
+    onwards, as a fraction of that best (1: never fell below the best once there; None: best <= 0, where
+    the ratio means nothing). Needs no optimum, so it reads the same on a run that never nears one."""
+    values = [v for _, v in curve]
+    best = max(values, default=0.0)
+    if best <= 0:
+        return None
+    start = next(i for i, v in enumerate(values) if v >= fraction * best)
+    return min(values[start:]) / best
+
+
 def summarize(results: list[dict[str, Any]]) -> str:
     from experiments.compare import bootstrap_ci, iqm
 
     rows = ["| agent | env | seeds | first step ≥ threshold (per seed) | median | final (per seed) | "
-            "final IQM [95% CI] | min after first | curve mean IQM | wall s (median) | train s to threshold (median) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "final IQM [95% CI] | min after first | lowest after 75% of best, / best | curve mean IQM | "
+            "wall s (median) | train s to threshold (median) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["name"], r["env_id"]), []).append(r)
@@ -268,9 +281,11 @@ def summarize(results: list[dict[str, Any]]) -> str:
             iqm_cell = f"{float(iqm(values)):.2f} [{float(low):.2f}, {float(high):.2f}]"
         mins = ", ".join("-" if r["min_after_first"] is None else f"{r['min_after_first']:.3g}" for r in rs)
         fmt = lambda f: "never" if f is None else f"{f / 1000:g}k"  # noqa: E731
+        dips = [lowest_after_best(r["curve"]) for r in rs]
+        dip_cell = ", ".join("-" if d is None else f"{d:.2f}" for d in dips)
         rows.append(f"| {name} | {env_id} | {len(rs)} | {', '.join(fmt(f) for f in firsts)} | "
                     f"{'never' if med == float('inf') else f'{med / 1000:g}k'} | "
-                    f"{finals} | {iqm_cell} | {mins} | {curve_means(rs)} | "
+                    f"{finals} | {iqm_cell} | {mins} | {dip_cell} | {curve_means(rs)} | "
                     f"{np.median([r['wall_s'] for r in rs]):.0f} | {_median_seconds(rs)} |")
     return "\n".join(rows)
 

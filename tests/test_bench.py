@@ -217,7 +217,7 @@ def test_combinatorial_suite_covers_every_structure_from_its_configs() -> None:
     assert {j.name for j in ppo} == {"SB3 PPO (defaults, 8 envs)"} and all(j.hp == {"n_envs": 8} for j in ppo)
 
 
-def test_critic_forms_by_name_and_a_misspelt_one_refused(capsys: pytest.CaptureFixture[str]) -> None:
+def test_critic_forms_and_envs_by_name_and_a_misspelt_one_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """--critic-forms NAME...: only the forms named run; a name that is no form is refused in one line
     that lists the forms, before any job starts."""
     from experiments.research.learning_bench import main
@@ -226,6 +226,10 @@ def test_critic_forms_by_name_and_a_misspelt_one_refused(capsys: pytest.CaptureF
         main(["--suite", "combinatorial", "--only", "GumbelSAC", "--critic-forms", "pairwise r16", "pairwise r5"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "'pairwise r5' is not a critic form" in err and "'pairwise r16'" in err
+    with pytest.raises(SystemExit):  # --envs likewise: an id the suite does not run, with the ids it does
+        main(["--suite", "combinatorial", "--envs", "reparl/CombinatorialAssign-v0", "reparl/Combinatorial-v1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'reparl/Combinatorial-v1' has no job" in err and "reparl/CombinatorialPlan-v0" in err
 
 
 def test_lowest_after_best_reads_a_fall_from_the_first_eval_near_the_best() -> None:

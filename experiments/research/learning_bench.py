@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> None:
                         "acrobot: single GumbelSAC jobs (default: defaults)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--only", nargs="*", default=None, help="names of the suite's jobs to run")
+    p.add_argument("--envs", nargs="*", default=None, metavar="ID", help="run only the suite's jobs on these env ids")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="hyperparameter overrides for our agents (JSON values)")
     p.add_argument("--total", type=int, default=None, help="override every job's env-step budget")
@@ -473,6 +474,12 @@ def main(argv: list[str] | None = None) -> None:
         forms = {k: v for k, v in CRITIC_FORMS.items() if not args.critic_forms or k in args.critic_forms}
     jobs = build_jobs(args.suite, args.seeds, args.only, overrides, args.total, args.eval_episodes,
                       args.stop_at_threshold, forms)
+    if args.envs is not None:
+        known = sorted({j.env_id for j in jobs})
+        for env_id in args.envs:
+            if env_id not in known:
+                p.error(f"--envs {env_id!r} has no job in suite {args.suite!r}; its envs: {', '.join(known)}")
+        jobs = [j for j in jobs if j.env_id in args.envs]
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_kept, [(j, args.keep) for j in jobs], chunksize=1)
     table = summarize(results)

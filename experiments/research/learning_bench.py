@@ -45,6 +45,7 @@ import importlib
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -488,7 +489,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"curves: {plot(results, args.plot)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"argv": argv, "overrides": overrides, "results": results}, indent=1))
+        command = sys.argv[1:] if argv is None else argv  # the study's command, recorded beside its results
+        args.out.write_text(json.dumps({"argv": command, "overrides": overrides, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

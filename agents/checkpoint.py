@@ -165,9 +165,9 @@ def load_model(cls: type[SoftActorCritic], path: str | Path, env: Any, device: s
 
 def _build(cls: type[SoftActorCritic], path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any],
            env: Any, device: str, overrides: dict[str, Any]) -> SoftActorCritic:
-    hp = {**meta["hparams"], "device": device, **overrides}
-    hp["encoder"] = custom_encoder(meta["hparams"], overrides.get("encoder"), str(path))
     obs_space, act_space = space_from_json(meta["observation_space"]), space_from_json(meta["action_space"])
+    hp = {**cls.hparams_from_file(meta["hparams"], act_space), "device": device, **overrides}
+    hp["encoder"] = custom_encoder(meta["hparams"], overrides.get("encoder"), str(path))
     if env is not None:
         agent = cls(env, **hp)
         same_spaces(agent, obs_space, act_space, f"{path} was trained with", reverse=True)
@@ -247,7 +247,8 @@ def restore_checkpoint(agent: SoftActorCritic, path: str | Path, changed: Collec
 def _restore(agent: SoftActorCritic, path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any],
              changed: Collection[str]) -> None:
     # A key the checkpoint predates ran with its behaviour_before value, or else today's default.
-    saved = {k: meta["hparams"].get(k, agent.behaviour_before.get(k, agent.defaults[k])) for k in agent.hparams}
+    file_hp = agent.hparams_from_file(meta["hparams"], agent.action_space)
+    saved = {k: file_hp.get(k, agent.behaviour_before.get(k, agent.defaults[k])) for k in agent.hparams}
     mine = hparams_json(agent.hparams)
     differ = sorted(k for k in mine if k not in {"device", "compile", *changed} and saved[k] != mine[k])
     if differ:

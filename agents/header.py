@@ -261,6 +261,7 @@ def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: di
     else:
         nvec = [act["n"]] if act["type"] == "Discrete" else list(act.get("nvec") or [-1])
         total = sum(nvec)
+        # A file holds the form "auto" chose; "auto" itself only in one saved before, when it meant joint.
         form = hp["critic"] if hp["critic"] != "auto" else "heads" if act["type"] == "Discrete" else "joint"
         policy_out = len(nvec) * max(nvec)
         critic_in, critic_out = {"heads": (obs_dim, total), "joint": (obs_dim + total, 1),

@@ -179,6 +179,12 @@ class SoftActorCritic:
 
     # ---------------------------------------------------------------- what an agent file supplies
     @classmethod
+    def hparams_from_file(cls, hp: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
+        """Hyperparameters read from a saved file, in today's meaning (an agent whose setting changed
+        meaning maps the older value here)."""
+        return hp
+
+    @classmethod
     def make_head(cls, action_space: spaces.Space, hp: dict[str, Any], device: torch.device | str = "cpu") -> Any:
         """The action head for ``action_space`` under the resolved hyperparameters ``hp``."""
         raise NotImplementedError

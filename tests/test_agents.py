@@ -222,8 +222,8 @@ def test_discrete_with_nonzero_start() -> None:
 
 
 def test_multidiscrete_env_learns_without_invalid_actions() -> None:
-    agent = trained("multidiscrete", 150)  # the env asserts every action is valid
-    assert agent.head.kind == "joint" and agent.num_updates > 0
+    agent = trained("multidiscrete", 150)  # the env asserts every action is valid; auto: pairwise
+    assert agent.head.kind == "pairwise" and agent.num_updates > 0
     assert np.isfinite(list(agent.pop_train_info().values())).all()
     heads = GumbelSAC(MultiDiscreteTarget(), estimator="exact", critic="heads", **SMALL).learn(80)
     assert heads.head.kind == "heads" and heads.num_updates > 0

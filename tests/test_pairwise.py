@@ -292,3 +292,22 @@ def test_bad_configuration() -> None:
         small_agent(pairwise_rank=0)
     with pytest.raises(ValueError, match="'auto', 'heads', 'joint', 'pairwise'"):
         small_agent(critic="pair")
+
+
+def test_auto_picks_pairwise_for_multidiscrete_and_reads_older_files_as_joint() -> None:
+    """critic "auto": heads for Discrete and one factor, pairwise for more, and the agent keeps the form
+    it chose (a saved file says which). A file saved when auto meant joint (tests/data, written by
+    GumbelSAC("reparl/Combinatorial-v0", seed=0, net_arch=[8]).save(...) before the change) still loads,
+    as the joint critic it holds, and acts as it did."""
+    assert GumbelSAC("reparl/Combinatorial-v0", seed=0, net_arch=[8]).hparams["critic"] == "pairwise"
+    assert GumbelSAC("CartPole-v1", seed=0, net_arch=[8]).hparams["critic"] == "heads"
+    one = spaces.MultiDiscrete([4])
+    assert GumbelSAC.critic_form("auto", one) == "heads" and GumbelSAC.critic_form("joint", one) == "joint"
+    old = GumbelSAC.load(Path(__file__).parent / "data" / "gumbel_auto_before_pairwise.safetensors")
+    assert old.head.kind == old.hparams["critic"] == "joint"
+    twin = GumbelSAC("reparl/Combinatorial-v0", seed=0, net_arch=[8], critic="joint")  # the same draws
+    obs = np.random.default_rng(0).random((5, *old.observation_space.shape), dtype=np.float32)
+    for a, b in zip(old.modules().values(), twin.modules().values(), strict=True):
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y)
+    assert np.array_equal(old.predict(obs, deterministic=True)[0], twin.predict(obs, deterministic=True)[0])

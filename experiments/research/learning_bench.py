@@ -363,7 +363,7 @@ SUITES: dict[str, list[Job]] = {
                     Job("SB3 PPO (defaults, 1 env)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
                         COMBINATORIAL_FRACTION * optimum),
                     # The zoo tunes no MultiDiscrete task; its PPO for small discrete tasks (CartPole-v1):
-                    # 8 copies x 32-step rollouts, 20 epochs, so ~80 gradient steps per 1k env steps (the
+                    # 8 copies x 32-step rollouts, 20 epochs: ~78 policy iterations in 20k steps, not ~10 (the
                     # zoo anneals lr and clip range linearly from these values; here they stay constant).
                     Job("SB3 PPO (zoo CartPole settings)", "sb3:PPO", env_id, COMBINATORIAL_BUDGET,
                         COMBINATORIAL_FRACTION * optimum, SB3_PPO_CARTPOLE))

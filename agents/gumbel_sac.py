@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from agents.buffer import Batch
 from agents.distributions import ESTIMATORS
 from agents.heads import CRITIC_FORMS, GumbelHead, pairwise_q
+from agents.hyperparameters import saved_critic_form
 from agents.networks import CategoricalPolicy
 from agents.sac import SoftActorCritic
 from agents.update import estimator_cosine
@@ -151,10 +152,10 @@ class GumbelSAC(SoftActorCritic):
 
     @classmethod
     def hparams_from_file(cls, hp: dict[str, Any], action_space: spaces.Space) -> dict[str, Any]:
-        # Files now hold the chosen form; "auto" in one was saved when auto meant joint for MultiDiscrete.
-        if hp.get("critic") == "auto":
-            return {**hp, "critic": "heads" if isinstance(action_space, spaces.Discrete) else "joint"}
-        return hp
+        if "critic" not in hp:
+            return hp
+        kind = "Discrete" if isinstance(action_space, spaces.Discrete) else "MultiDiscrete"
+        return {**hp, "critic": saved_critic_form(hp["critic"], kind)}
 
     @classmethod
     def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],

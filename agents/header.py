@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.hyperparameters import CUSTOM_ENCODER
+from agents.hyperparameters import CUSTOM_ENCODER, saved_critic_form
 
 MAX_ELEMENTS = 10**6
 """Elements of a Box, and choices of a Discrete or one MultiDiscrete factor: far beyond any env
@@ -261,8 +261,7 @@ def expected_shapes(agent: str, hp: dict[str, Any], obs: dict[str, Any], act: di
     else:
         nvec = [act["n"]] if act["type"] == "Discrete" else list(act.get("nvec") or [-1])
         total = sum(nvec)
-        # A file holds the form "auto" chose; "auto" itself only in one saved before, when it meant joint.
-        form = hp["critic"] if hp["critic"] != "auto" else "heads" if act["type"] == "Discrete" else "joint"
+        form = saved_critic_form(hp["critic"], act["type"])
         policy_out = len(nvec) * max(nvec)
         critic_in, critic_out = {"heads": (obs_dim, total), "joint": (obs_dim + total, 1),
                                  "pairwise": (obs_dim, total * (1 + hp["pairwise_rank"]))}[form]

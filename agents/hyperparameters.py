@@ -103,3 +103,12 @@ def custom_encoder(saved: dict[str, Any], given: Any, path: str) -> Any:
         raise ValueError(f"{path} was trained with encoder class {want!r}, not {given.__name__!r}; pass "
                          f"encoder={want} to load")
     return given
+
+
+def saved_critic_form(critic: str, action_type: str) -> str:
+    """The critic a GumbelSAC file's ``critic`` setting built, for the action space type it names
+    (``"Discrete"``, ``"MultiDiscrete"``). A file holds the form ``auto`` chose; ``auto`` itself is only
+    in one saved before that, when ``auto`` meant heads for Discrete and joint otherwise."""
+    if critic != "auto":
+        return critic
+    return "heads" if action_type == "Discrete" else "joint"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import envs  # noqa: F401  (registers the reparl/ ids)
-from agents.heads import pairwise_q
+from agents.heads import GumbelHead, pairwise_q
 
 MAX_JOINT = 1 << 17  # enumerated in one batch; the suite's Pairs (3^24) and Chain (5^8) are beyond it
 
@@ -40,10 +40,9 @@ def fit(env: gym.Env | str, ranks: list[int], seed: int = 0, steps: int = 3000, 
                          "pick a task with fewer (Assign, Triples)")
     actions = np.stack(np.meshgrid(*(np.arange(n) for n in nvec), indexing="ij"), -1).reshape(n_joint, -1)
     reward = torch.tensor(env.rewards(actions), dtype=torch.float32)
-    offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
-    y = torch.zeros(n_joint, sum(nvec))
-    y[torch.arange(n_joint)[:, None], torch.tensor(actions + offsets)] = 1.0
-    ends = torch.tensor(nvec).cumsum(0) - 1
+    # The agent's own layout: the flat one-hots the critic reads and each factor's last position.
+    head = GumbelHead(env.action_space, critic="pairwise", estimator="st")
+    y, ends = head.one_hot(torch.as_tensor(head.from_env(actions))), head.membership
     rows = []
     for rank in ranks:
         best = None

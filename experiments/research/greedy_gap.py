@@ -32,8 +32,7 @@ import torch
 
 import envs  # noqa: F401  (registers the reparl/ ids)
 from agents import GumbelSAC
-
-MAX_JOINT = 1 << 17  # enumerated in one batch, as pairwise_fit; larger tasks get only the local measures
+from experiments.research.pairwise_fit import MAX_JOINT, joint_actions  # larger tasks get only the local measures
 
 
 def correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -73,7 +72,7 @@ def probe(model: str | Path, env_id: str, episodes: int = 20, samples: int = 256
     nvec = [int(n) for n in env.action_space.nvec]
     joint = None
     if math.prod(nvec) <= MAX_JOINT:
-        joint = np.stack(np.meshgrid(*(np.arange(n) for n in nvec), indexing="ij"), -1).reshape(-1, len(nvec))
+        joint = joint_actions(nvec)
     rows: dict[str, list[float]] = {}
 
     def add(key: str, value: float) -> None:

@@ -28,6 +28,11 @@ from agents.heads import GumbelHead, pairwise_q
 MAX_JOINT = 1 << 17  # enumerated in one batch; the suite's Pairs (3^24) and Chain (5^8) are beyond it
 
 
+def joint_actions(nvec: list[int]) -> np.ndarray:
+    """Every joint action of a MultiDiscrete with ``nvec``, one row each, in the env's layout."""
+    return np.stack(np.meshgrid(*(np.arange(n) for n in nvec), indexing="ij"), -1).reshape(-1, len(nvec))
+
+
 def fit(env: gym.Env | str, ranks: list[int], seed: int = 0, steps: int = 3000, restarts: int = 2) -> list[dict]:
     """One row per rank: ``{"rank", "r2", "argmax_over_optimum"}``, the best of ``restarts`` fits."""
     env = gym.make(env).unwrapped if isinstance(env, str) else env
@@ -38,7 +43,7 @@ def fit(env: gym.Env | str, ranks: list[int], seed: int = 0, steps: int = 3000, 
         name = env.spec.id if env.spec else type(env).__name__
         raise SystemExit(f"{name} has {n_joint:,} joint actions, more than the {MAX_JOINT:,} this probe enumerates; "
                          "pick a task with fewer (Assign, Triples)")
-    actions = np.stack(np.meshgrid(*(np.arange(n) for n in nvec), indexing="ij"), -1).reshape(n_joint, -1)
+    actions = joint_actions(nvec)
     reward = torch.tensor(env.rewards(actions), dtype=torch.float32)
     # The agent's own layout: the flat one-hots the critic reads and each factor's last position.
     head = GumbelHead(env.action_space, critic="pairwise", estimator="st")

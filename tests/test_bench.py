@@ -232,6 +232,31 @@ def test_critic_forms_and_envs_by_name_and_a_misspelt_one_refused(capsys: pytest
     assert "'reparl/Combinatorial-v1' has no job" in err and "reparl/CombinatorialPlan-v0" in err
 
 
+def test_variant_runs_a_research_class_in_our_jobs_and_refuses_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    """--variant NAME=module:Class: our agents' jobs take the class and the name, SB3's stay as they
+    were; the archived value-split command names exactly the jobs kept for it. A spec that is not
+    NAME=module:Class, or names no module or class, is refused in one line before any job starts."""
+    from experiments.research.learning_bench import build_jobs, job_file, main, with_variant
+
+    spec = "GumbelSAC pairwise r16, value split=experiments.research.value_split:ValueSplitGumbelSAC"
+    jobs = with_variant(build_jobs("combinatorial", [0], total=20_000), spec)
+    ours = [j for j in jobs if not j.algo.startswith("sb3:")]
+    assert ours and {(j.name, j.algo) for j in ours} == {tuple(spec.split("="))}
+    assert {j.name for j in jobs if j.algo.startswith("sb3:")} == {
+        j.name for j in build_jobs("combinatorial", [0]) if j.algo.startswith("sb3:")}
+    kept = REPO / "benchmarks" / "kept" / "assign_value_split"
+    assign = [j for j in ours if j.env_id == "reparl/CombinatorialAssign-v0"]
+    assert job_file(assign[0], kept).is_file()
+    for bad, says in [("value split", "give NAME=module:Class"),
+                      ("v=experiments.research.value_split:NoSuchClass", "has no class 'NoSuchClass'"),
+                      ("v=experiments.research.no_such_probe:X", "cannot import"),
+                      ("v=os; print(1):X", "give NAME=module:Class")]:
+        with pytest.raises(SystemExit):
+            main(["--suite", "combinatorial", "--only", "GumbelSAC", "--variant", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert says in err and repr(bad) in err, err
+
+
 def test_lowest_after_best_reads_a_fall_from_the_first_eval_near_the_best() -> None:
     """The collapse measure: from the first eval at 75% of the run's best, the lowest, over the best; a
     run that only rises stays at the eval where it crossed; a fall before that point does not count."""

@@ -9,7 +9,9 @@ parameters independent of the draw of k), so the head, the critic input and the 
 unchanged and the two compare at equal footing. The comparison runs the ``platform`` suite's
 HybridSAC job of :mod:`experiments.research.learning_bench` with this policy:
 
-    python -m experiments.research.hybrid_conditioning --seeds 0 1 2 3 4 --total 10000 --out cond.json
+    python -m experiments.research.learning_bench --suite platform --only HybridSAC --seeds 0 1 2 3 4 \
+        --total 10000 \
+        --variant "HybridSAC conditioned on k=experiments.research.hybrid_conditioning:ConditionedHybridSAC"
 
 and its table sits beside the suite's own HybridSAC rows at the same seeds and budget. It measured no
 gain (benchmarks/archive/README.md), so HybridSAC keeps one parameter set per choice.
@@ -17,12 +19,7 @@ gain (benchmarks/archive/README.md), so HybridSAC keeps one parameter set per ch
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import multiprocessing as mp
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -66,27 +63,3 @@ class ConditionedHybridSAC(HybridSAC):
         return ConditionedHybridPolicy(self.obs_dim, self.head.dims, hp["net_arch"], hp["relu_subgradient"],
                                        encoder=self._make_encoder())
 
-
-ALGO = f"{__name__}:ConditionedHybridSAC"
-
-
-def main(argv: list[str] | None = None) -> None:
-    from experiments.research.learning_bench import build_jobs, run_job, summarize
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--total", type=int, default=10_000, help="env steps per run (default: 10000)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None, help="write results JSON here")
-    args = p.parse_args(argv)
-    jobs = [dataclasses.replace(j, name="HybridSAC conditioned on k", algo=ALGO)
-            for j in build_jobs("platform", args.seeds, only=["HybridSAC"], total=args.total)]
-    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        results = pool.map(run_job, jobs, chunksize=1)
-    print(summarize(results))
-    if args.out:
-        args.out.write_text(json.dumps({"argv": argv, "results": results}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

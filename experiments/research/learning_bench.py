@@ -35,6 +35,9 @@ alone is also ``--set``:
     python -m experiments.research.learning_bench --suite combinatorial --critic-forms --only GumbelSAC
     python -m experiments.research.learning_bench --suite combinatorial --critic-forms "pairwise r4" --only GumbelSAC
     python -m experiments.research.learning_bench --suite combinatorial --set critic=pairwise pairwise_rank=64
+
+``--variant NAME=module:Class`` runs our agents' jobs with a research subclass (a probe's critic or
+policy, e.g. :mod:`experiments.research.value_split`) beside the same baselines, seeds and budget.
 """
 
 from __future__ import annotations
@@ -421,6 +424,27 @@ def build_jobs(suite: str, seeds: list[int], only: list[str] | None = None, over
     return jobs
 
 
+def with_variant(jobs: list[Job], spec: str) -> list[Job]:
+    """``--variant NAME=module:Class``: our agents' jobs run the research class ``Class`` of ``module``
+    (a subclass of one of :data:`agents.AGENTS`, such as :mod:`experiments.research.value_split`'s), named
+    NAME; SB3's jobs are left as they are, so a variant runs beside the same baselines and seeds. The
+    class is imported here, so a misspelt one is refused before any job starts."""
+    name, sep, target = spec.rpartition("=")
+    module, colon, cls_name = target.partition(":")
+    if not (sep and name and colon and cls_name.isidentifier()
+            and all(part.isidentifier() for part in module.split("."))):
+        raise ValueError(f"--variant {spec!r}: give NAME=module:Class, e.g. "
+                         "'GumbelSAC value split=experiments.research.value_split:ValueSplitGumbelSAC'")
+    try:
+        found = getattr(importlib.import_module(module), cls_name, None)
+    except ImportError as e:
+        raise ValueError(f"--variant {spec!r}: cannot import {module!r} ({e}); name a module of this "
+                         "repository, e.g. experiments.research.value_split") from None
+    if not isinstance(found, type):
+        raise ValueError(f"--variant {spec!r}: {module!r} has no class {cls_name!r}")
+    return [j if j.algo.startswith("sb3:") else dataclasses.replace(j, name=name, algo=target) for j in jobs]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="defaults", choices=sorted(SUITES),
@@ -450,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--critic-forms", nargs="*", default=None, metavar="FORM",
                    help=f"run each GumbelSAC job once per critic form named (default: all of "
                         f"{', '.join(repr(k) for k in CRITIC_FORMS)})")
+    p.add_argument("--variant", default=None, metavar="NAME=MODULE:CLASS",
+                   help="run our agents' jobs with a research subclass instead, named NAME (SB3's jobs "
+                        "unchanged), e.g. 'GumbelSAC value split=experiments.research.value_split:ValueSplitGumbelSAC'")
     args = p.parse_args(argv)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -481,6 +508,11 @@ def main(argv: list[str] | None = None) -> None:
             if env_id not in known:
                 p.error(f"--envs {env_id!r} has no job in suite {args.suite!r}; its envs: {', '.join(known)}")
         jobs = [j for j in jobs if j.env_id in args.envs]
+    if args.variant is not None:
+        try:
+            jobs = with_variant(jobs, args.variant)
+        except ValueError as e:
+            p.error(str(e))
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_kept, [(j, args.keep) for j in jobs], chunksize=1)
     table = summarize(results)

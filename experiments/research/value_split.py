@@ -11,16 +11,13 @@ Wang et al. (2016) trains one V(s) on every transition and keeps only difference
 One extra output per critic; the same multilinear form, so the closed-form expectation and the
 straight-through slope are unchanged. Run as a research variant of learning_bench:
 
-    python -m experiments.research.value_split --envs reparl/CombinatorialAssign-v0 --seeds 0 1 2 --total 20000
+    python -m experiments.research.learning_bench --suite combinatorial --only GumbelSAC \
+        --envs reparl/CombinatorialAssign-v0 --seeds 0 1 2 --total 20000 \
+        --variant "GumbelSAC pairwise r16, value split=experiments.research.value_split:ValueSplitGumbelSAC"
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import multiprocessing as mp
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,8 +26,6 @@ from torch import Tensor
 
 from agents import GumbelSAC
 from agents.heads import GumbelHead, pairwise_q
-
-ALGO = "experiments.research.value_split:ValueSplitGumbelSAC"
 
 
 class ValueSplitHead(GumbelHead):
@@ -67,29 +62,3 @@ class ValueSplitGumbelSAC(GumbelSAC):
         return ValueSplitHead(action_space, cls.critic_form(hp["critic"], action_space), hp["estimator"],
                               hp["pairwise_rank"], hp["gumbel_rao_k"], hp["target_entropy_scale"], device)
 
-
-def main(argv: list[str] | None = None) -> None:
-    from experiments.research.learning_bench import build_jobs, run_kept, summarize
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--envs", nargs="+", default=None, help="suite env ids (default: the whole suite)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--total", type=int, default=20_000, help="env steps per run (default: 20000)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--keep", type=Path, default=None, help="keep each finished job's result here (resumable)")
-    p.add_argument("--out", type=Path, default=None, help="write results JSON here")
-    args = p.parse_args(argv)
-    jobs = [dataclasses.replace(j, name="GumbelSAC pairwise r16, value split", algo=ALGO)
-            for j in build_jobs("combinatorial", args.seeds, only=["GumbelSAC"], total=args.total)
-            if args.envs is None or j.env_id in args.envs]
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        results = pool.map(run_kept, [(j, args.keep) for j in jobs], chunksize=1)
-    print(summarize(results))
-    if args.out:
-        args.out.write_text(json.dumps({"argv": argv, "results": results}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -232,10 +232,12 @@ def test_critic_forms_and_envs_by_name_and_a_misspelt_one_refused(capsys: pytest
     assert "'reparl/Combinatorial-v1' has no job" in err and "reparl/CombinatorialPlan-v0" in err
 
 
-def test_variant_runs_a_research_class_in_our_jobs_and_refuses_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
+def test_variant_and_label_name_our_jobs_and_a_bad_spec_is_refused(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
     """--variant NAME=module:Class: our agents' jobs take the class and the name, SB3's stay as they
-    were; the archived value-split command names exactly the jobs kept for it. A spec that is not
-    NAME=module:Class, or names no module or class, is refused in one line before any job starts."""
+    were, and --label TEXT appends TEXT to our names; the archived value-split command names exactly
+    the jobs kept for it. A spec that is not NAME=module:Class, or names no module or class, is refused
+    in one line before any job starts."""
     from experiments.research.learning_bench import build_jobs, job_file, main, with_variant
 
     spec = "GumbelSAC pairwise r16, value split=experiments.research.value_split:ValueSplitGumbelSAC"
@@ -255,6 +257,10 @@ def test_variant_runs_a_research_class_in_our_jobs_and_refuses_a_bad_spec(capsys
             main(["--suite", "combinatorial", "--only", "GumbelSAC", "--variant", bad])
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert says in err and repr(bad) in err, err
+    main(["--suite", "exact", "--seeds", "0", "--total", "200", "--workers", "1", "--set", "estimator=st",
+          "--label", "st", "--out", str(tmp_path / "st.json")])
+    (ours,) = json.loads((tmp_path / "st.json").read_text())["results"]
+    assert ours["name"].endswith(" st") and ours["hp"]["estimator"] == "st"
 
 
 def test_lowest_after_best_reads_a_fall_from_the_first_eval_near_the_best() -> None:

@@ -36,8 +36,10 @@ alone is also ``--set``:
     python -m experiments.research.learning_bench --suite combinatorial --critic-forms "pairwise r4" --only GumbelSAC
     python -m experiments.research.learning_bench --suite combinatorial --set critic=pairwise pairwise_rank=64
 
-``--variant NAME=module:Class`` runs our agents' jobs with a research subclass (a probe's critic or
-policy, e.g. :mod:`experiments.research.value_split`) beside the same baselines, seeds and budget.
+``--set KEY=VALUE ... --label TEXT`` runs our agents' jobs with other settings, named "<name> TEXT"
+(``--set estimator=exact --label exact``); ``--variant NAME=module:Class`` runs them with a research
+subclass (a probe's critic or policy, e.g. :mod:`experiments.research.value_split`), beside the same
+baselines, seeds and budget.
 """
 
 from __future__ import annotations
@@ -477,6 +479,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variant", default=None, metavar="NAME=MODULE:CLASS",
                    help="run our agents' jobs with a research subclass instead, named NAME (SB3's jobs "
                         "unchanged), e.g. 'GumbelSAC value split=experiments.research.value_split:ValueSplitGumbelSAC'")
+    p.add_argument("--label", default=None, metavar="TEXT",
+                   help="append TEXT to our agents' job names, so a --set study reads apart from the same jobs "
+                        "without it (e.g. --set estimator=exact --label exact)")
     args = p.parse_args(argv)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -513,6 +518,8 @@ def main(argv: list[str] | None = None) -> None:
             jobs = with_variant(jobs, args.variant)
         except ValueError as e:
             p.error(str(e))
+    if args.label:
+        jobs = [j if j.algo.startswith("sb3:") else dataclasses.replace(j, name=f"{j.name} {args.label}") for j in jobs]
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         results = pool.map(run_kept, [(j, args.keep) for j in jobs], chunksize=1)
     table = summarize(results)

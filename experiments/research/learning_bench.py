@@ -212,14 +212,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
         model.learn(job.total, callback=EvalCB())
     else:
-        from agents import AGENTS
-
-        if ":" in job.algo:  # a research variant named in code, "module:Class" (e.g. hybrid_conditioning's)
-            module, cls_name = job.algo.split(":")
-            agent_cls = getattr(importlib.import_module(module), cls_name)
-        else:
-            agent_cls = AGENTS[job.algo]
-        model = agent_cls(job.env_id, seed=job.seed, device=job.device, **job.hp)
+        model = agent_class(job.algo)(job.env_id, seed=job.seed, device=job.device, **job.hp)
         state = {"next": job.eval_every}
 
         def cb(agent: Any) -> bool:
@@ -426,6 +419,17 @@ def build_jobs(suite: str, seeds: list[int], only: list[str] | None = None, over
     return jobs
 
 
+def agent_class(algo: str) -> type:
+    """Our agent a job names: one of :data:`agents.AGENTS` by name, or a research subclass named in code
+    as "module:Class" (``--variant``)."""
+    from agents import AGENTS
+
+    if ":" not in algo:
+        return AGENTS[algo]
+    module, cls_name = algo.split(":")
+    return getattr(importlib.import_module(module), cls_name)
+
+
 def with_variant(jobs: list[Job], spec: str) -> list[Job]:
     """``--variant NAME=module:Class``: our agents' jobs run the research class ``Class`` of ``module``
     (a subclass of one of :data:`agents.AGENTS`, such as :mod:`experiments.research.value_split`'s), named
@@ -438,10 +442,12 @@ def with_variant(jobs: list[Job], spec: str) -> list[Job]:
         raise ValueError(f"--variant {spec!r}: give NAME=module:Class, e.g. "
                          "'GumbelSAC value split=experiments.research.value_split:ValueSplitGumbelSAC'")
     try:
-        found = getattr(importlib.import_module(module), cls_name, None)
+        found = agent_class(target)
     except ImportError as e:
         raise ValueError(f"--variant {spec!r}: cannot import {module!r} ({e}); name a module of this "
                          "repository, e.g. experiments.research.value_split") from None
+    except AttributeError:
+        found = None
     if not isinstance(found, type):
         raise ValueError(f"--variant {spec!r}: {module!r} has no class {cls_name!r}")
     return [j if j.algo.startswith("sb3:") else dataclasses.replace(j, name=name, algo=target) for j in jobs]

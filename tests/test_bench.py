@@ -241,7 +241,8 @@ def test_variant_and_label_name_our_jobs_and_a_bad_spec_is_refused(capsys: pytes
     from experiments.research.learning_bench import build_jobs, job_file, main, with_variant
 
     spec = "GumbelSAC pairwise r16, value split=experiments.research.value_split:ValueSplitGumbelSAC"
-    jobs = with_variant(build_jobs("combinatorial", [0], total=20_000), spec)
+    # As the archived command: straight-through, the estimator of the time (--set estimator=st).
+    jobs = with_variant(build_jobs("combinatorial", [0], overrides={"estimator": "st"}, total=20_000), spec)
     ours = [j for j in jobs if not j.algo.startswith("sb3:")]
     assert ours and {(j.name, j.algo) for j in ours} == {tuple(spec.split("="))}
     assert {j.name for j in jobs if j.algo.startswith("sb3:")} == {

@@ -127,7 +127,10 @@ RESULTS_MAX_BYTES = 256 * 2**20  # a whole study's --out file: a few hundred kB 
 
 def job_file(job: Job, folder: Path) -> Path:
     """Where ``--keep DIR`` keeps one finished job's result: a name from the job's identity and a
-    hash of everything that defines it, so a changed setting never reuses an old result."""
+    hash of everything the job sets, so a changed setting never reuses an old result. An agent's
+    defaults are not in the job: when one moves, the kept jobs that ran under the old value are
+    renamed to carry it (``--set KEY=OLD``, as the straight-through studies were when ``estimator``
+    became ``auto``)."""
     import hashlib
 
     key = hashlib.sha256(json.dumps(asdict(job), sort_keys=True).encode()).hexdigest()[:12]

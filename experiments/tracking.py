@@ -153,6 +153,22 @@ class Tracker:
         except Exception as e:
             self._disable("artifact", e)
 
+    def record_choices(self, hparams: dict[str, Any]) -> None:
+        """What the agent chose for the settings its config leaves at ``"auto"`` (GumbelSAC's critic and
+        estimator), into the W&B config and the ``estimator=`` tag, so a dashboard groups runs by what
+        ran. The run folder's config.yaml keeps ``"auto"``: it is the input a resume rebuilds from."""
+        agent = wandb_config(self.cfg)["agent"]
+        chosen = {k: hparams[k] for k, v in agent.items() if v == "auto" and hparams.get(k, "auto") != "auto"}
+        if self.run is None or not chosen:
+            return
+        try:
+            self.run.config.update({"agent": {**agent, **chosen}}, allow_val_change=True)
+            if "estimator" in chosen:
+                self.run.tags = tuple(f"estimator={chosen['estimator']}" if t.startswith("estimator=") else t
+                                      for t in self.run.tags)
+        except Exception as e:
+            self._disable("config update", e)
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is None:
             return

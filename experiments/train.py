@@ -102,6 +102,7 @@ def train_ours(cfg: Config, run_dir: Path, tracker: Tracker, progress_bar: bool,
     """Our agents (GumbelSAC, GaussianSAC, HybridSAC): the agent's own loop, with the runner's work in its callback."""
     venv = make_vec_env(cfg.env)
     agent = build_agent(cfg, venv, resume_from)
+    tracker.record_choices(agent.hparams)
     start = agent.num_timesteps
 
     def save_checkpoint(path: Path) -> Path:

@@ -270,7 +270,8 @@ def test_trains_on_the_combinatorial_envs_with_every_estimator(estimator: str, m
 
 
 def test_diagnostic_measures_against_the_closed_form_gradient() -> None:
-    agent = GumbelSAC("reparl/Combinatorial-v0", diagnostic_interval=1, policy_delay=1, **TINY).learn(150)
+    agent = GumbelSAC("reparl/Combinatorial-v0", estimator="st", diagnostic_interval=1, policy_delay=1,
+                      **TINY).learn(150)
     assert_cosine_measures_against_the_exact_gradient(agent)
 
 
@@ -292,6 +293,22 @@ def test_bad_configuration() -> None:
         small_agent(pairwise_rank=0)
     with pytest.raises(ValueError, match="'auto', 'heads', 'joint', 'pairwise'"):
         small_agent(critic="pair")
+
+
+def test_auto_estimator_is_exact_with_the_pairwise_critic_and_straight_through_otherwise(tmp_path: Path) -> None:
+    """estimator "auto": the closed-form expectation where the critic is pairwise, straight-through with
+    heads and joint critics; the agent keeps what it chose, and a saved file loads as that choice."""
+    chosen = {(env, critic): GumbelSAC(env, seed=0, net_arch=[8], critic=critic).hparams["estimator"]
+              for env, critic in [("reparl/Combinatorial-v0", "auto"), ("reparl/Combinatorial-v0", "heads"),
+                                  ("reparl/Combinatorial-v0", "joint"), ("CartPole-v1", "auto")]}
+    assert chosen == {("reparl/Combinatorial-v0", "auto"): "exact", ("reparl/Combinatorial-v0", "heads"): "st",
+                      ("reparl/Combinatorial-v0", "joint"): "st", ("CartPole-v1", "auto"): "st"}
+    assert GumbelSAC.estimator_form("soft", "pairwise") == "soft"  # a named estimator is kept
+    agent = GumbelSAC("reparl/Combinatorial-v0", seed=0, net_arch=[8])
+    assert agent.head.estimator == "exact"
+    assert GumbelSAC.load(agent.save(tmp_path / "model")).hparams["estimator"] == "exact"
+    with pytest.raises(ValueError, match="estimator='stt' is not one of \\('auto', 'exact', 'st'"):
+        GumbelSAC("CartPole-v1", net_arch=[8], estimator="stt")
 
 
 def test_auto_picks_pairwise_for_multidiscrete_and_reads_older_files_as_joint() -> None:

@@ -121,7 +121,10 @@ def test_offline_wandb_run_holds_config_metrics_and_step_axis(
     run = read_run(run_dir / "wandb")
     assert run.config["train"]["total_timesteps"] == 600 and run.config["agent"]["learning_starts"] == 100
     assert run.config["agent"]["temperature"] == GumbelSAC.defaults["temperature"]  # full resolved config
+    # What "auto" chose (the Discrete critic and its estimator), where config.yaml keeps the input "auto".
     assert {"GumbelSAC", "CartPole-v1", "estimator=st"} <= set(run.tags)
+    assert (run.config["agent"]["critic"], run.config["agent"]["estimator"]) == ("heads", "st")
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["agent"]["critic"] == "auto"
     assert (run.group, run.job_type, run.project) == ("CartPole-v1", "train", "reparl")
     assert run.metrics == {"*": "global_step"}
     assert all("global_step" in h for h in run.history)

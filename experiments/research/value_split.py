@@ -12,7 +12,7 @@ One extra output per critic; the same multilinear form, so the closed-form expec
 straight-through slope are unchanged. Run as a research variant of learning_bench:
 
     python -m experiments.research.learning_bench --suite combinatorial --only GumbelSAC \
-        --envs reparl/CombinatorialAssign-v0 --seeds 0 1 2 --total 20000 \
+        --envs reparl/CombinatorialAssign-v0 --seeds 0 1 2 --total 20000 --set estimator=st \
         --variant "GumbelSAC pairwise r16, value split=experiments.research.value_split:ValueSplitGumbelSAC"
 """
 
@@ -59,6 +59,7 @@ class ValueSplitGumbelSAC(GumbelSAC):
     @classmethod
     def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],
                   device: torch.device | str = "cpu") -> GumbelHead:
-        return ValueSplitHead(action_space, cls.critic_form(hp["critic"], action_space), hp["estimator"],
+        critic = cls.critic_form(hp["critic"], action_space)
+        return ValueSplitHead(action_space, critic, cls.estimator_form(hp["estimator"], critic),
                               hp["pairwise_rank"], hp["gumbel_rao_k"], hp["target_entropy_scale"], device)
 

@@ -83,6 +83,9 @@ class GumbelSAC(SoftActorCritic):
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.MultiDiscrete)
+    # The head the agent builds; a subclass with another critic (a research probe) names its own here
+    # and keeps make_head's choice of form and estimator.
+    head_class: ClassVar[type[GumbelHead]] = GumbelHead
     defaults: ClassVar[dict[str, Any]] = {
         **SoftActorCritic.defaults,
         # Faster targets than SAC's usual 0.005: on CartPole-v1 0.005 reached eval 500 then collapsed
@@ -180,7 +183,7 @@ class GumbelSAC(SoftActorCritic):
     def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],
                   device: torch.device | str = "cpu") -> GumbelHead:
         critic = cls.critic_form(hp["critic"], action_space)
-        return GumbelHead(action_space, critic, cls.estimator_form(hp["estimator"], critic),
+        return cls.head_class(action_space, critic, cls.estimator_form(hp["estimator"], critic),
                           hp["pairwise_rank"], hp["gumbel_rao_k"], hp["target_entropy_scale"], device)
 
     def _make_policy(self) -> nn.Module:

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from gymnasium import spaces
 from torch import Tensor
 
 from agents import GumbelSAC
@@ -56,10 +55,4 @@ class ValueSplitHead(GumbelHead):
 class ValueSplitGumbelSAC(GumbelSAC):
     """GumbelSAC whose pairwise critic has a shared state value (:class:`ValueSplitHead`)."""
 
-    @classmethod
-    def make_head(cls, action_space: spaces.Space, hp: dict[str, Any],
-                  device: torch.device | str = "cpu") -> GumbelHead:
-        critic = cls.critic_form(hp["critic"], action_space)
-        return ValueSplitHead(action_space, critic, cls.estimator_form(hp["estimator"], critic),
-                              hp["pairwise_rank"], hp["gumbel_rao_k"], hp["target_entropy_scale"], device)
-
+    head_class = ValueSplitHead

@@ -24,11 +24,12 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from agents import checkpoint
-from agents.buffer import Batch, ReplayBuffer, check_fits
+from agents.buffer import Batch, ReplayBuffer
 from agents.callbacks import Callback, as_callback
 from agents.collect import Collector, NonFiniteError, as_vector_env
 from agents.encoders import make_encoder
 from agents.hyperparameters import BEHAVIOUR_BEFORE, DEFAULTS, check_shared
+from agents.memory import check_fits
 from agents.metrics import UpdateMetrics
 from agents.networks import CriticEnsemble, dormant_fraction
 from agents.spaces import batch_of, obs_tensor, resolve_device, same_spaces, stored_layout, warn_threads_once

@@ -227,7 +227,7 @@ def check_buffer_fits(cfg: Config) -> None:
     """Refuse, before any run folder exists, a replay buffer that cannot be allocated."""
     if cfg.agent.is_sb3:
         return
-    from agents.buffer import check_fits
+    from agents.memory import check_fits
     from agents.spaces import resolve_device
 
     hp = {**agent_class(cfg.agent.name).defaults, **cfg.agent.hyperparameters}

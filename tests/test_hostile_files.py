@@ -24,8 +24,8 @@ import torch
 from envs_for_tests import PickleExploit
 
 from agents import GaussianSAC, GumbelSAC
-from agents.buffer import available_memory, check_fits, safety_margin
 from agents.checkpoint import read_checkpoint, read_model_file, write_safetensors
+from agents.memory import available_memory, check_fits, safety_margin
 from experiments.config import ConfigError, load_config, parse_overrides
 from experiments.eval_run import resolve_target, run_eval
 from experiments.rundir import run_lock

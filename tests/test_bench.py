@@ -279,14 +279,24 @@ def test_lowest_after_best_reads_a_fall_from_the_first_eval_near_the_best() -> N
     assert lowest_after_best([(1000, -5.0)]) is None
 
 
-def test_keep_reruns_only_the_missing_jobs(tmp_path: Path) -> None:
+def test_keep_reruns_only_the_missing_jobs(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """--keep: each finished job is kept as it ends; a rerun with the same arguments reuses it (the
-    very same result, wall seconds included) and a changed setting runs anew beside it."""
-    from experiments.research.learning_bench import main
+    very same result, wall seconds included) and a changed setting runs anew beside it. A job that
+    runs says so on stderr (started, its evals, done, where it is kept); a reused one says nothing."""
+    from experiments.research.learning_bench import Job, main, run_job
 
     argv = ["--suite", "exact", "--seeds", "0", "--total", "300", "--workers", "1", "--keep", str(tmp_path / "k")]
     main([*argv, "--out", str(tmp_path / "a.json")])
+    err = capfd.readouterr().err  # the job's own process writes these lines
+    name = "[GumbelSAC exact | CartPole-v1 | seed 0]"
+    assert f"{name} started: 300 env steps" in err and f"{name} done in " in err, err
+    assert f"{name} kept in {tmp_path / 'k'}" in err, err
     main([*argv, "--out", str(tmp_path / "b.json")])
+    assert "started" not in capfd.readouterr().err
+    job = Job("GumbelSAC", "GumbelSAC", "CartPole-v1", 300, 475.0, eval_every=100, eval_episodes=1)
+    run_job(job)  # in this process: the first eval is reported, the next within a minute is not
+    err = capfd.readouterr().err
+    assert "seed 0] step 100/300: eval " in err and "step 200/300" not in err and "final eval" in err, err
     a, b = (json.loads((tmp_path / f"{x}.json").read_text())["results"] for x in "ab")
     assert a == b and len(a) == 1 and a[0]["wall_s"] > 0
     main([*argv[:5], "400", *argv[6:], "--out", str(tmp_path / "c.json")])

@@ -8,7 +8,8 @@ through the same :func:`experiments.evaluation.evaluate`, so the figures compare
     python -m experiments.research.learning_bench --suite reference --seeds 0 1 2 3 4 --out ref.json
 
 A long study is best run with ``--keep DIR``: every job keeps its result there as it ends, and the same
-command run again (after a reboot, or in the next session) runs only the jobs still missing.
+command run again (after a reboot, or in the next session) runs only the jobs still missing. Each job
+reports on stderr as it starts, at an eval at most once a minute, and when it ends; stdout is the table.
 
 ``defaults``: GumbelSAC on CartPole-v1 and GaussianSAC on Pendulum-v1 at the agents' defaults (no
 config), beside SB3's DQN (the RL Zoo's CartPole settings) and SAC (learning rate 1e-3).
@@ -121,6 +122,7 @@ CRITIC_FORMS: dict[str, dict[str, Any]] = {
 }
 
 
+PROGRESS_EVERY_S = 60.0  # a job reports its latest eval at most this often (a MinAtar run takes ~45 min)
 KEPT_MAX_BYTES = 16 * 2**20  # one job's result (its curve) is a few kB
 RESULTS_MAX_BYTES = 256 * 2**20  # a whole study's --out file: a few hundred kB per hundred jobs
 
@@ -138,6 +140,11 @@ def job_file(job: Job, folder: Path) -> Path:
     return folder / f"{slug}_{key}.json"
 
 
+def progress(job: Job, text: str) -> None:
+    """One line on stderr about ``job``, so a long study shows where each worker is; stdout keeps the table."""
+    print(f"[{job.name} | {job.env_id} | seed {job.seed}] {text}", file=sys.stderr, flush=True)
+
+
 def run_kept(job_and_folder: tuple[Job, Path | None]) -> dict[str, Any]:
     """:func:`run_job`, or the result ``--keep`` already holds for this exact job (a long study
     stopped part way reruns only what is missing); a new result is written there atomically."""
@@ -153,6 +160,7 @@ def run_kept(job_and_folder: tuple[Job, Path | None]) -> dict[str, Any]:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"job": asdict(job), "result": result}))
     tmp.replace(path)
+    progress(job, f"kept in {path}")
     return result
 
 
@@ -166,8 +174,9 @@ def run_job(job: Job) -> dict[str, Any]:
     curve: list[tuple[int, float]] = []
     # Wall-clock spent evaluating is kept apart, so "seconds of training to reach the threshold"
     # does not depend on how long the evaluation episodes of a good policy are.
-    clock = {"eval_s": 0.0, "first_train_s": None}
+    clock = {"eval_s": 0.0, "first_train_s": None, "reported": 0.0}
     t0 = time.perf_counter()
+    progress(job, f"started: {job.total:,} env steps, an eval every {job.eval_every:,}")
 
     def evaluate_at(model: Any, step: int) -> bool:
         """Evaluate, record; False once the threshold is reached and the job stops there."""
@@ -185,6 +194,9 @@ def run_job(job: Job) -> dict[str, Any]:
         curve.append((step, value))
         if value >= job.threshold and clock["first_train_s"] is None:
             clock["first_train_s"] = trained_s
+        if time.perf_counter() - clock["reported"] >= PROGRESS_EVERY_S:
+            clock["reported"] = now = time.perf_counter()
+            progress(job, f"step {step:,}/{job.total:,}: eval {value:.2f} after {(now - t0) / 60:.1f} min")
         return not (job.stop_at_threshold and clock["first_train_s"] is not None)
     if job.algo.startswith("sb3:"):
         import stable_baselines3 as sb3
@@ -227,6 +239,7 @@ def run_job(job: Job) -> dict[str, Any]:
         model.learn(job.total, callback=cb)
     wall = time.perf_counter() - t0
     first = next((s for s, r in curve if r >= job.threshold), None)
+    progress(job, f"done in {wall / 60:.1f} min: " + (f"final eval {curve[-1][1]:.2f}" if curve else "no eval"))
     return {**asdict(job), "curve": curve, "first": first, "final": curve[-1][1] if curve else None,
             "min_after_first": min((r for s, r in curve if first is not None and s >= first), default=None),
             "wall_s": wall, "eval_s": clock["eval_s"], "first_train_s": clock["first_train_s"]}

@@ -353,7 +353,7 @@ SUITES: dict[str, list[Job]] = {
     # MinAtar (Young and Tian 2019; envs/minatar.py): GumbelSAC at its shipped configs beside SB3 DQN at
     # the paper's DQN settings with the paper's network (configs/baselines/dqn_minatar_*.yaml; the same
     # CNN through policy_kwargs), 250k env steps each. About 80 min per GumbelSAC run and 35 per DQN run,
-    # two jobs sharing a 2-core machine (the whole table: ~7 h): run it with --keep.
+    # two jobs sharing a 2-core machine (3 seeds of both games: ~6 h): run it with --keep.
     "minatar": [
         job
         for game, name in (("Breakout", "breakout"), ("SpaceInvaders", "space_invaders"))

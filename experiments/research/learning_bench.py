@@ -194,8 +194,9 @@ def run_job(job: Job) -> dict[str, Any]:
         curve.append((step, value))
         if value >= job.threshold and clock["first_train_s"] is None:
             clock["first_train_s"] = trained_s
-        if time.perf_counter() - clock["reported"] >= PROGRESS_EVERY_S:
-            clock["reported"] = now = time.perf_counter()
+        now = time.perf_counter()
+        if now - clock["reported"] >= PROGRESS_EVERY_S:
+            clock["reported"] = now
             progress(job, f"step {step:,}/{job.total:,}: eval {value:.2f} after {(now - t0) / 60:.1f} min")
         return not (job.stop_at_threshold and clock["first_train_s"] is not None)
     if job.algo.startswith("sb3:"):
@@ -239,8 +240,9 @@ def run_job(job: Job) -> dict[str, Any]:
         model.learn(job.total, callback=cb)
     wall = time.perf_counter() - t0
     first = next((s for s, r in curve if r >= job.threshold), None)
-    progress(job, f"done in {wall / 60:.1f} min: " + (f"final eval {curve[-1][1]:.2f}" if curve else "no eval"))
-    return {**asdict(job), "curve": curve, "first": first, "final": curve[-1][1] if curve else None,
+    final = curve[-1][1] if curve else None
+    progress(job, f"done in {wall / 60:.1f} min: " + ("no eval" if final is None else f"final eval {final:.2f}"))
+    return {**asdict(job), "curve": curve, "first": first, "final": final,
             "min_after_first": min((r for s, r in curve if first is not None and s >= first), default=None),
             "wall_s": wall, "eval_s": clock["eval_s"], "first_train_s": clock["first_train_s"]}
 

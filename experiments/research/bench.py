@@ -16,7 +16,7 @@ Sections:
               training wall-clock seconds to first reach eval >= 475 on CartPole-v1 (evaluation
               time excluded), per seed. An evaluation is 100 episodes by default, Gymnasium's
               definition of solving CartPole-v1 (a mean of 475 over 100 consecutive episodes);
-              10-episode means pass by chance more often (benchmarks/README.md, "The CartPole race").
+              10-episode means pass by chance more often (benchmarks/archive/README.md, "The CartPole race").
   pairwise    GumbelSAC's update with the pairwise critic (defaults otherwise: the compiled update) as
               its rank and the number of factors grow at 4 choices each (reparl/Combinatorial-v0
               resized): milliseconds per update, median of --rounds, and FLOPs per update (counted

@@ -20,7 +20,7 @@ shipped config (its agent section read from ``configs/``) beside the SB3 counter
 probability on Robot Soccer Goal (the curve records the fraction of evaluation episodes that score).
 
 ``minatar`` is GumbelSAC beside SB3 DQN with the same CNN on MinAtar Breakout and SpaceInvaders,
-250k env steps a run (a GumbelSAC run about 80 min, a DQN run about 35, two jobs sharing 2 cores):
+250k env steps a run (a GumbelSAC run about 40 min, a DQN run about 20, two jobs sharing 2 cores):
 
     python -m experiments.research.learning_bench --suite minatar --seeds 0 1 2 --keep runs/minatar --out minatar.json
 
@@ -122,7 +122,7 @@ CRITIC_FORMS: dict[str, dict[str, Any]] = {
 }
 
 
-PROGRESS_EVERY_S = 60.0  # a job reports its latest eval at most this often (a MinAtar run takes ~80 min)
+PROGRESS_EVERY_S = 60.0  # a job reports its latest eval at most this often (a MinAtar run takes ~40 min)
 KEPT_MAX_BYTES = 16 * 2**20  # one job's result (its curve) is a few kB
 RESULTS_MAX_BYTES = 256 * 2**20  # a whole study's --out file: a few hundred kB per hundred jobs
 
@@ -354,8 +354,8 @@ SUITES: dict[str, list[Job]] = {
     ],
     # MinAtar (Young and Tian 2019; envs/minatar.py): GumbelSAC at its shipped configs beside SB3 DQN at
     # the paper's DQN settings with the paper's network (configs/baselines/dqn_minatar_*.yaml; the same
-    # CNN through policy_kwargs), 250k env steps each. About 80 min per GumbelSAC run and 35 per DQN run,
-    # two jobs sharing a 2-core machine (3 seeds of both games: ~6 h): run it with --keep.
+    # CNN through policy_kwargs), 250k env steps each. About 40 min per GumbelSAC run and 20 per DQN run,
+    # two jobs sharing a 2-core machine and nothing else (3 seeds of both games: ~3 h): run it with --keep.
     "minatar": [
         job
         for game, name in (("Breakout", "breakout"), ("SpaceInvaders", "space_invaders"))

@@ -331,7 +331,7 @@ def plot_curves(groups: Sequence[Group], out: Path, metric: str = METRIC,
             (line,) = ax.plot(grid, curves.mean(axis=0), label=f"{g.label} (n={len(g.runs)})")
             ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         t = threshold_for(env_id, thresholds, metric)
-        if t is not None:
+        if t is not None and math.isfinite(t):  # a suite with no threshold passes inf: no line to draw
             ax.axhline(t, color="grey", linestyle="--", linewidth=1, label=f"threshold {t:g}")
         ax.set(title=env_id, xlabel="env steps", ylabel=metric)
         ax.grid(alpha=0.3)

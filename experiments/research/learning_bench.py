@@ -387,6 +387,48 @@ SUITES: dict[str, list[Job]] = {
 }
 
 
+def cut_at(results: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """``results`` as if every run had ended at env step ``step``: the curve up to it, "final" its last
+    eval (a 100k probe read beside the same seeds' 250k runs). A run with no eval by then is dropped;
+    "wall_s" stays the whole run's."""
+    out = []
+    for r in results:
+        curve = [(s, v) for s, v in r["curve"] if s <= step]
+        if curve:
+            first = r["first"] if r["first"] is not None and r["first"] <= step else None
+            out.append({**r, "curve": curve, "final": curve[-1][1], "first": first,
+                        "first_train_s": r["first_train_s"] if first is not None else None,
+                        "min_after_first": min(v for s, v in curve if s >= first) if first is not None else None})
+    return out
+
+
+def versus(results: list[dict[str, Any]], reference: str) -> str:
+    """Each agent against ``reference`` on every env both ran: one-sided Mann-Whitney U p-values
+    (``scipy.stats.mannwhitneyu``, exact for small samples) that it is above, and that it is below, on
+    the final evals and on the curve means. With 3 seeds against 3 the smallest p is 1/20 = 0.05."""
+    from scipy.stats import mannwhitneyu
+
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault((r["name"], r["env_id"]), []).append(r)
+    if not any(name == reference for name, _ in by):
+        raise ValueError(f"--against {reference!r} names no agent in the results; "
+                         f"they hold {', '.join(sorted({n for n, _ in by}))}")
+    rows = [f"| agent | env | seeds | against {reference} | final: p above, p below | "
+            "curve mean: p above, p below |", "|---|---|---|---|---|---|"]
+    for (name, env_id), rs in by.items():
+        base = by.get((reference, env_id))
+        if name == reference or not base:
+            continue
+        cells = []
+        for key in (lambda r: r["final"], lambda r: float(np.mean([v for _, v in r["curve"]]))):
+            a, b = [key(r) for r in rs], [key(r) for r in base]
+            cells.append(f"{mannwhitneyu(a, b, alternative='greater').pvalue:.3g}, "
+                         f"{mannwhitneyu(a, b, alternative='less').pvalue:.3g}")
+        rows.append(f"| {name} | {env_id} | {len(rs)} | {len(base)} seeds | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
+
+
 def plot(results: list[dict[str, Any]], out: Path) -> Path:
     """The curves of ``results``, one panel per env, mean over seeds with a 95% bootstrap band
     (:func:`experiments.compare.plot_curves`). A relaxed-Box id shares its hybrid env's panel
@@ -497,6 +539,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="draw the curves here (PNG), from this run or, with --from, from saved results")
     p.add_argument("--from", dest="from_", type=Path, nargs="+", default=None, metavar="JSON",
                    help="summarize and plot results JSON files written by --out instead of running jobs")
+    p.add_argument("--until", type=int, default=None, metavar="STEP",
+                   help="with --from: read every run as if it had ended at env step STEP (a shorter probe "
+                        "beside longer runs of the same seeds)")
+    p.add_argument("--against", default=None, metavar="NAME",
+                   help="with --from: one-sided Mann-Whitney p-values of each agent against agent NAME "
+                        "on the same env (finals and curve means)")
     p.add_argument("--critic-forms", nargs="*", default=None, metavar="FORM",
                    help=f"run each GumbelSAC job once per critic form named (default: all of "
                         f"{', '.join(repr(k) for k in CRITIC_FORMS)})")
@@ -512,13 +560,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval_episodes is not None and args.eval_episodes < 1:
         p.error(f"--eval-episodes {args.eval_episodes}: an evaluation needs at least 1 episode")
     overrides = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in (s.split("=", 1) for s in args.set)}
+    if (args.until is not None or args.against is not None) and not args.from_:
+        p.error("--until and --against read saved results: add --from RESULTS.json")
+    if args.until is not None and args.until < 1:
+        p.error(f"--until {args.until}: give an env step of at least 1")
     if args.from_:
         for path in args.from_:
             if not path.is_file() or path.stat().st_size > RESULTS_MAX_BYTES:
                 p.error(f"--from {path}: not a results file of at most {RESULTS_MAX_BYTES // 2**20} MiB; "
                         "pass the JSON that --out wrote")
         results = [r for path in args.from_ for r in json.loads(path.read_text())["results"]]
+        if args.until is not None:
+            results = cut_at(results, args.until)
         print(summarize(results))
+        if args.against is not None:
+            try:
+                print("\n" + versus(results, args.against))
+            except ValueError as e:
+                p.error(str(e))
         if args.plot:
             print(f"curves: {plot(results, args.plot)}")
         return

@@ -13,6 +13,10 @@ DEFAULTS: dict[str, Any] = {
     "critic_layer_norm": False, "alpha": 1.0, "learn_alpha": True, "target_entropy": None,
     "backup_entropy": True, "prioritized_replay": 0.0, "priority_beta": 0.4, "relu_subgradient": 0.0,
     "diagnostic_interval": 1000,
+    # torch's Adam epsilon. Where the actor's gradients are far below it per weight (pixels with sparse
+    # rewards: Atari), 1e-8 lets Adam take full-size steps on noise; 1e-4 is CleanRL's discrete SAC on
+    # Atari, and the Atari config's (benchmarks/README.md, "Atari Breakout at the 100k budget").
+    "adam_eps": 1e-8,
     # The observation encoder (agents.encoders): "auto" picks it from the observation space.
     "encoder": "auto", "encoder_kwargs": None,
     # The whole update compiled: 2.1x SB3 SAC's updates/s where its eager form gives 0.84x
@@ -58,6 +62,8 @@ def check_shared(hp: dict[str, Any]) -> None:
         "n_critics": (hp["n_critics"] >= 1, ">= 1"),
         "critic_layer_norm": (isinstance(hp["critic_layer_norm"], bool), "true or false"),
         "compile": (isinstance(hp["compile"], bool), "true or false"),
+        "adam_eps": (is_number(hp["adam_eps"]) and 0 < hp["adam_eps"] <= 1,
+                     "a number in (0, 1]: torch's default is 1e-8, CleanRL's discrete SAC on Atari uses 1e-4"),
         "alpha": (hp["alpha"] == "auto" if isinstance(hp["alpha"], str) else hp["alpha"] > 0, '> 0 or "auto"'),
         "prioritized_replay": (is_number(hp["prioritized_replay"]) and 0 <= hp["prioritized_replay"] <= 1,
                                "a number in [0, 1]: 0 samples uniformly; Schaul et al. 2016 use 0.6"),

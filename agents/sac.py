@@ -62,6 +62,8 @@ class SoftActorCritic:
         alpha_learning_rate: Adam step size of log alpha; ``None`` uses ``learning_rate``. Adam moves
             log alpha by about this much per update whatever the entropy error.
         critic_learning_rate: Adam step size of the critics (CleanRL uses 1e-3 against 3e-4).
+        adam_eps: the epsilon of all three Adam optimizers (torch's 1e-8; 1e-4 where the gradients are
+            tiny, as CleanRL's discrete SAC on Atari).
         buffer_size: replay capacity in transitions.
         learning_starts: env steps of uniform random actions before updates begin.
         batch_size: transitions per gradient step.
@@ -166,9 +168,10 @@ class SoftActorCritic:
         self.target_entropy = float(hp["target_entropy"]) if hp["target_entropy"] is not None \
             else self.head.target_entropy
         lr = self._learning_rates()
-        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr["actor"])
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr["critic"])
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=lr["alpha"])
+        eps = hp["adam_eps"]
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr["actor"], eps=eps)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr["critic"], eps=eps)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=lr["alpha"], eps=eps)
 
         self.num_timesteps = 0
         self.num_updates = 0
@@ -419,7 +422,8 @@ class SoftActorCritic:
         return UpdateSettings(gamma=hp["gamma"], target_update_rate=hp["target_update_rate"],
                               learn_alpha=hp["learn_alpha"], backup_entropy=hp["backup_entropy"],
                               target_entropy=self.target_entropy, actor_lr=lr["actor"], critic_lr=lr["critic"],
-                              alpha_lr=lr["alpha"], entropy_parts=tuple(getattr(self.head, "entropy_parts", ())))
+                              alpha_lr=lr["alpha"], eps=hp["adam_eps"],
+                              entropy_parts=tuple(getattr(self.head, "entropy_parts", ())))
 
     def _make_update(self) -> Callable[..., Any]:
         """The update bound to this agent's networks, head and constants, compiled unless ``compile`` is off."""

@@ -242,11 +242,27 @@ def test_multidiscrete_env_learns_without_invalid_actions() -> None:
     {"critic": "x"}, {"gumbel_rao_k": 0}, {"target_entropy_scale": 2.0}, {"temperature_schedule": "cosine"},
     {"policy_delay": 0}, {"policy_delay": 1.5}, {"critic_layer_norm": "yes"}, {"compile": "yes"},
     {"prioritized_replay": 1.5}, {"prioritized_replay": True},
-    {"priority_beta": -0.1},
+    {"priority_beta": -0.1}, {"adam_eps": 0.0}, {"adam_eps": "1e-4"},
 ])
 def test_invalid_hyperparameters_raise(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         GumbelSAC("CartPole-v1", **{**SMALL, **bad})
+
+
+@pytest.mark.parametrize("compile_update", [False, True])
+def test_adam_eps_reaches_every_optimizer_and_the_update(compile_update: bool) -> None:
+    """adam_eps is the epsilon of the three Adam states and of the update's own Adam step: the same
+    updates with eps = 1 (above these gradients, so each step is about lr * gradient) move the
+    weights less than a tenth as far as with torch's 1e-8, whose first steps are about lr per weight."""
+    moved = {}
+    for eps in (1e-8, 1.0):
+        agent = GumbelSAC("CartPole-v1", **{**SMALL, "adam_eps": eps, "compile": compile_update, "seed": 0})
+        assert {g["eps"] for o in agent.optimizers().values() for g in o.param_groups} == {eps}
+        assert agent.update_settings().eps == eps
+        before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+        agent.learn(SMALL["learning_starts"] + 40)
+        moved[eps] = sum((v - before[k]).abs().sum().item() for k, v in agent.policy.state_dict().items())
+    assert 0 < moved[1.0] < moved[1e-8] / 10, moved
 
 
 def test_unknown_and_inconsistent_hyperparameters() -> None:

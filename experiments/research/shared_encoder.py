@@ -48,4 +48,5 @@ class SharedEncoderGumbelSAC(GumbelSAC):
         if self.hparams["compile"]:
             raise ValueError("the shared encoder runs the eager update; drop compile=true")
         self.policy.encoder = DetachedEncoder(self.critic.encoder)
-        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self._learning_rates()["actor"])
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self._learning_rates()["actor"],
+                                                eps=self.hparams["adam_eps"])

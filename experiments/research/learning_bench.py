@@ -243,8 +243,26 @@ def run_job(job: Job) -> dict[str, Any]:
     final = curve[-1][1] if curve else None
     progress(job, f"done in {wall / 60:.1f} min: " + ("no eval" if final is None else f"final eval {final:.2f}"))
     return {**asdict(job), "curve": curve, "first": first, "final": final,
-            "min_after_first": min((r for s, r in curve if first is not None and s >= first), default=None),
+            "min_after_first": min_after(curve, first),
             "wall_s": wall, "eval_s": clock["eval_s"], "first_train_s": clock["first_train_s"]}
+
+
+def min_after(curve: list[tuple[int, float]], first: int | None) -> float | None:
+    """The lowest eval from step ``first`` (the first at the threshold) on; None when it never got there."""
+    return min((v for s, v in curve if first is not None and s >= first), default=None)
+
+
+def curve_mean(r: dict[str, Any]) -> float:
+    """One run's mean evaluation: the area under its curve over its length."""
+    return float(np.mean([v for _, v in r["curve"]]))
+
+
+def by_agent_env(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """``results`` grouped by (agent name, env id), in first-seen order."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault((r["name"], r["env_id"]), []).append(r)
+    return by
 
 
 def _median_seconds(rs: list[dict[str, Any]]) -> str:
@@ -259,7 +277,7 @@ def curve_means(rs: list[dict[str, Any]]) -> str:
     how fast it learned, where "final" is only where it ended."""
     from experiments.compare import iqm
 
-    means = [float(np.mean([v for _, v in r["curve"]])) for r in rs if r["curve"]]
+    means = [curve_mean(r) for r in rs if r["curve"]]
     return f"{float(iqm(np.array(means))):.3g}" if means else "-"
 
 
@@ -282,10 +300,7 @@ def summarize(results: list[dict[str, Any]]) -> str:
             "final IQM [95% CI] | min after first | lowest after 75% of best, / best | curve mean IQM | "
             "wall s (median) | train s to threshold (median) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        by.setdefault((r["name"], r["env_id"]), []).append(r)
-    for (name, env_id), rs in by.items():
+    for (name, env_id), rs in by_agent_env(results).items():
         rs.sort(key=lambda r: r["seed"])
         firsts = [r["first"] for r in rs]
         reached = sorted(f if f is not None else float("inf") for f in firsts)
@@ -398,7 +413,7 @@ def cut_at(results: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
             first = r["first"] if r["first"] is not None and r["first"] <= step else None
             out.append({**r, "curve": curve, "final": curve[-1][1], "first": first,
                         "first_train_s": r["first_train_s"] if first is not None else None,
-                        "min_after_first": min(v for s, v in curve if s >= first) if first is not None else None})
+                        "min_after_first": min_after(curve, first)})
     return out
 
 
@@ -408,9 +423,7 @@ def versus(results: list[dict[str, Any]], reference: str) -> str:
     the final evals and on the curve means. With 3 seeds against 3 the smallest p is 1/20 = 0.05."""
     from scipy.stats import mannwhitneyu
 
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        by.setdefault((r["name"], r["env_id"]), []).append(r)
+    by = by_agent_env(results)
     if not any(name == reference for name, _ in by):
         raise ValueError(f"--against {reference!r} names no agent in the results; "
                          f"they hold {', '.join(sorted({n for n, _ in by}))}")
@@ -421,7 +434,7 @@ def versus(results: list[dict[str, Any]], reference: str) -> str:
         if name == reference or not base:
             continue
         cells = []
-        for key in (lambda r: r["final"], lambda r: float(np.mean([v for _, v in r["curve"]]))):
+        for key in (lambda r: r["final"], curve_mean):
             a, b = [key(r) for r in rs], [key(r) for r in base]
             cells.append(f"{mannwhitneyu(a, b, alternative='greater').pvalue:.3g}, "
                          f"{mannwhitneyu(a, b, alternative='less').pvalue:.3g}")

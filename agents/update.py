@@ -166,6 +166,10 @@ def estimator_cosine(policy: nn.Module, critic: nn.Module, head: Any, state: Tra
     return torch.nn.functional.cosine_similarity(sampled, exact, dim=0)
 
 
+UPDATE_CACHE_LIMIT = 64
+"""Compiled graphs of the update one process may hold (torch's default per function is 8)."""
+
+
 def compile_update(fn: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
     """``torch.compile`` of the whole update (inductor, one graph), falling back to ``fn`` with a
     warning when compilation fails (no C++ compiler, say): the update is pure up to its in-place
@@ -173,6 +177,8 @@ def compile_update(fn: Callable[..., Any], device: torch.device) -> Callable[...
 
     On a CPU the generated code is called through inductor's C++ wrapper: at SAC's sizes the
     Python wrapper's per-kernel overhead is a large share of an update."""
+    import torch._dynamo.config as dynamo_config
+
     options = {"cpp_wrapper": True} if device.type == "cpu" else {}
     compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
     failed = False
@@ -181,6 +187,12 @@ def compile_update(fn: Callable[..., Any], device: torch.device) -> Callable[...
         nonlocal failed
         if failed:
             return fn(*args)
+        # Every agent in a process shares ``sac_update``'s code object, so its graphs (one per
+        # network shape, settings and actor turn) share dynamo's per-function cache. torch's limit of
+        # 8 entries made the fifth agent with new settings in one process (a notebook, a test run)
+        # fail to compile; the limit is raised for this call only.
+        limit = dynamo_config.recompile_limit
+        dynamo_config.recompile_limit = max(limit, UPDATE_CACHE_LIMIT)
         try:
             return compiled(*args)
         except Exception as e:  # noqa: BLE001 - inductor raises many types; eager below re-raises real errors
@@ -189,4 +201,6 @@ def compile_update(fn: Callable[..., Any], device: torch.device) -> Callable[...
                           "without it. Set compile=false to skip the attempt.", RuntimeWarning, stacklevel=2)
             failed = True
             return fn(*args)
+        finally:
+            dynamo_config.recompile_limit = limit
     return call

@@ -124,9 +124,12 @@ def test_compiled_update_equals_eager(case: str) -> None:
     """torch.compile (the default) changes how the update runs, not what it computes: the same seeds,
     the same batches and the same random draws (inductor's ``fallback_random`` takes torch's own
     generator instead of its Philox stream) give the same weights after a few updates, up to float32
-    reassociation. The compiled path must also not fall back to eager (a warning says it did)."""
+    reassociation. The compiled path must also not fall back to eager (a warning says it did).
+    Dynamo's cache is reset first: a graph an earlier test compiled for the same settings was
+    compiled without ``fallback_random``, and reusing it would draw different noise."""
     import torch._inductor.config as inductor_config
 
+    torch._dynamo.reset()
     agents = []
     for compiled in (False, True):
         agent = FACTORIES[case](compile=compiled, policy_delay=2)
@@ -142,6 +145,22 @@ def test_compiled_update_equals_eager(case: str) -> None:
             assert torch.allclose(v, theirs[k], rtol=1e-4, atol=1e-5), (name, k)
     assert torch.allclose(eager.log_alpha, compiled.log_alpha, rtol=1e-5)
     assert eager.pop_train_info().keys() == compiled.pop_train_info().keys()
+
+
+def test_agents_with_new_settings_compile_past_dynamos_per_function_limit() -> None:
+    """All agents share ``sac_update``'s code object, so each new settings' graph is one more entry of
+    one dynamo cache. A limit of 1 stands in for torch's 8 (four agents' two graphs each): the second
+    agent's graph must still compile, and the process's own limit comes back unchanged."""
+    import torch._dynamo.config as dynamo_config
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(), dynamo_config.patch(recompile_limit=1):
+        warnings.simplefilter("error", RuntimeWarning)  # "torch.compile of the update failed"
+        for lr in (3e-4, 1e-3):
+            agent = GumbelSAC("CartPole-v1", **{**SMALL, "learning_rate": lr, "compile": True, "policy_delay": 1})
+            agent.learn(SMALL["learning_starts"] + 2)
+            assert agent.num_updates >= 2
+        assert dynamo_config.recompile_limit == 1
 
 
 def test_polyak_inside_the_update_is_exact_arithmetic() -> None:

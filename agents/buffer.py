@@ -274,7 +274,8 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None, n_step: int = 1,
                gamma: float = 0.99) -> Batch:
-        """Uniform sample with replacement (prioritized when the buffer was built so).
+        """Uniform sample with replacement (prioritized when the buffer was built so). The rows are
+        drawn on ``generator``'s device: a CPU generator draws the same rows whatever the buffer's.
 
         With ``n_step`` n > 1, each sampled transition t carries the discounted sum of the rewards
         of t, t+1, ..., t+k-1 of its env copy, and the next observation, next mask and
@@ -305,7 +306,12 @@ class ReplayBuffer:
     def _sample_prioritized(self, batch_size: int, generator: torch.Generator | None, n_step: int,
                             gamma: float) -> Batch:
         p = self.priorities[: self.filled]  # a row dropped early has priority 0
-        idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        if generator is not None and generator.device != p.device:  # draw where the generator lives,
+            # as the uniform path does: a CPU generator gives the same rows on every device
+            idx = torch.multinomial(p.to(generator.device), batch_size, replacement=True,
+                                    generator=generator).to(p.device)
+        else:
+            idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)
         # (N P(i)) ** -beta normalized by the batch's largest: the smallest priority has weight 1.
         chosen = p[idx]
         weights = (chosen.min() / chosen) ** self.priority_beta

@@ -26,10 +26,10 @@ never by importing a name read from a file.
 The actor and the critics have separate encoders of the same architecture (each trained by its own
 loss), as CleanRL's discrete SAC on Atari (``sac_atari.py``) and SB3's SAC with
 ``share_features_extractor=False`` do; the critics of an ensemble share theirs. Measured against one
-encoder trained by the critic loss and read by the actor with the gradient stopped (SAC-AE, DrQ), on
-MinAtar at 100k steps, 3 seeds: Breakout final IQM 5.77 against 3.60 (p = 0.05) but curve means level
-(p = 0.5); SpaceInvaders 46.2 against 53.9 (p = 0.65), one shared seed falling to 15.4. No clear gain,
-and the shared layout needs the eager update, so separate stays (benchmarks/README.md, MinAtar).
+encoder trained by the critic loss and read by the actor with the gradient stopped (SAC-AE, Yarats et
+al. 2021; DrQ, Kostrikov et al. 2021) on MinAtar Breakout and SpaceInvaders, the shared layout learned
+no faster on either game, and it needs the eager update, so separate stays (the figures:
+benchmarks/README.md, "Shared or separate encoders on MinAtar").
 """
 
 from __future__ import annotations

@@ -88,27 +88,25 @@ class GumbelSAC(SoftActorCritic):
     head_class: ClassVar[type[GumbelHead]] = GumbelHead
     defaults: ClassVar[dict[str, Any]] = {
         **SoftActorCritic.defaults,
-        # Faster targets than SAC's usual 0.005: on CartPole-v1 0.005 reached eval 500 then collapsed
-        # or never got there, for the exact estimator too; 0.02 reached it at 7k and held. Credit for a
-        # failure ~100 steps ahead must pass through ~100 target refreshes (benchmarks/archive/README.md).
+        # Faster targets than SAC's usual 0.005, with which CartPole-v1 reached its maximum return and
+        # then collapsed, or never reached it: credit for a failure ~100 steps ahead must pass through
+        # ~100 target refreshes (benchmarks/archive/README.md).
         "target_update_rate": 0.02,
         # The entropy weight on the reward's scale: alpha from the warm-up rewards, a controller 10x
-        # faster than the actor's lr, critic targets without the entropy bonus. Over 5 seeds each
-        # against alpha = 1 / 3e-4 / soft targets: Acrobot-v1 reached -100 at a median of 8k steps
-        # against 18k, Combinatorial-v0 8 on 5/5 seeds by 12k against 0/5, CartPole-v1 the same
-        # (benchmarks/archive/README.md, "Picking the defaults").
+        # faster than the actor's lr, critic targets without the entropy bonus. Against alpha = 1, a
+        # 3e-4 controller and soft targets these learned Acrobot-v1 and Combinatorial-v0 faster and
+        # CartPole-v1 as fast (benchmarks/archive/README.md, "Picking the defaults").
         "alpha": "auto", "alpha_learning_rate": 3e-3, "backup_entropy": False,
         # The actor and alpha step on every 2nd update (TD3's delayed policy updates): fewer actor
         # passes, learning level within the noise on CartPole, Acrobot and Combinatorial ("policy_delay 2").
         "policy_delay": 2,
-        # "auto": straight-through, except the exact expectation with the pairwise critic. Over 5
-        # seeds on CartPole-v1, Acrobot-v1 and Combinatorial-v0 (heads and joint critics) neither
-        # gumbel-rao (K=8) nor reinmax nor soft nor exact beat straight-through (every final CI
-        # overlaps), so the Gumbel path stays there. The pairwise critic's E_pi[Q] is one evaluation
-        # at the probabilities (Rendle 2010's factorization is multilinear), and across the eight
-        # combinatorial tasks exact ended above straight-through on four (Assign by 3 of 16, past the
-        # tuned PPO) and below it on none, at the same cost (benchmarks/README.md, "Critic forms across
-        # the suite"). Temperature 0.5 against 1.0: every CI overlapping, so 1.0 stays.
+        # "auto": straight-through, except the exact expectation with the pairwise critic. On
+        # CartPole-v1, Acrobot-v1 and Combinatorial-v0 (heads and joint critics) neither gumbel-rao nor
+        # reinmax nor soft nor exact beat straight-through, so the Gumbel path stays there. The
+        # pairwise critic's E_pi[Q] is one evaluation at the probabilities (Rendle 2010's factorization
+        # is multilinear), and across the combinatorial suite exact ended above straight-through on
+        # four tasks and below it on none, at the same cost (benchmarks/README.md, "Critic forms
+        # across the suite"). Temperature 0.5 measured no gain over 1.0.
         "estimator": "auto", "temperature": 1.0, "temperature_schedule": "constant", "temperature_min": 0.5,
         "temperature_rate": 1e-4, "temperature_anneal_steps": 100_000, "gumbel_rao_k": 8,
         # "auto": pairwise for MultiDiscrete. Across the eight combinatorial structures it ended level

@@ -81,11 +81,11 @@ class HybridSAC(SoftActorCritic):
         # targets without the entropy bonus, the actor on every second update, faster targets.
         "alpha": "auto", "alpha_learning_rate": 3e-3, "backup_entropy": False, "policy_delay": 2,
         "target_update_rate": 0.02,
-        # The expectation over the K choices (parameters sampled): on reparl/HybridTarget-v0, 3 seeds at
-        # 4k steps, its mean regret was 0.0004-0.0008 against straight-through's 0.031-0.034, which is
-        # 1/32, what never using the middle choice costs: straight-through trains only the sampled
-        # choice's parameters, so a choice whose parameters start poor is rarely sampled and stays
-        # poor. K critic passes per state, cheap at the K of hybrid tasks (3 on Platform and Goal).
+        # The expectation over the K choices (parameters sampled): straight-through trains only the
+        # sampled choice's parameters, so a choice whose parameters start poor is rarely sampled and
+        # stays poor; on reparl/HybridTarget-v0 it never learned to use the middle choice, where the
+        # expectation did (DESIGN.md, "Defaults"). K critic passes per state, cheap at the K of hybrid
+        # tasks (3 on Platform and Goal).
         "estimator": "exact", "temperature": 1.0, "gumbel_rao_k": 8, "target_entropy_scale": 0.5,
         "parameter_target_entropy": -1.0,
     }

@@ -274,8 +274,8 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None, n_step: int = 1,
                gamma: float = 0.99) -> Batch:
-        """Uniform sample with replacement (prioritized when the buffer was built so). The rows are
-        drawn on ``generator``'s device: a CPU generator draws the same rows whatever the buffer's.
+        """Uniform sample with replacement (prioritized when the buffer was built so). ``generator``
+        (None: torch's global one) is a CPU generator, whatever the buffer's device.
 
         With ``n_step`` n > 1, each sampled transition t carries the discounted sum of the rewards
         of t, t+1, ..., t+k-1 of its env copy, and the next observation, next mask and
@@ -306,12 +306,9 @@ class ReplayBuffer:
     def _sample_prioritized(self, batch_size: int, generator: torch.Generator | None, n_step: int,
                             gamma: float) -> Batch:
         p = self.priorities[: self.filled]  # a row dropped early has priority 0
-        if generator is not None and generator.device != p.device:  # draw where the generator lives,
-            # as the uniform path does: a CPU generator gives the same rows on every device
-            idx = torch.multinomial(p.to(generator.device), batch_size, replacement=True,
-                                    generator=generator).to(p.device)
-        else:
-            idx = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        # multinomial draws where its generator lives: a CPU generator for a CUDA buffer draws on a copy
+        draw_on = p.device if generator is None else generator.device
+        idx = torch.multinomial(p.to(draw_on), batch_size, replacement=True, generator=generator).to(p.device)
         # (N P(i)) ** -beta normalized by the batch's largest: the smallest priority has weight 1.
         chosen = p[idx]
         weights = (chosen.min() / chosen) ** self.priority_beta

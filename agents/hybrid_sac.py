@@ -84,8 +84,8 @@ class HybridSAC(SoftActorCritic):
         # The expectation over the K choices (parameters sampled): straight-through trains only the
         # sampled choice's parameters, so a choice whose parameters start poor is rarely sampled and
         # stays poor; on reparl/HybridTarget-v0 it never learned to use the middle choice, where the
-        # expectation did (DESIGN.md, "Defaults"). K critic passes per state, cheap at the K of hybrid
-        # tasks (3 on Platform and Goal).
+        # expectation did (DESIGN.md, "Defaults and why"). K critic passes per state, cheap at the K of
+        # hybrid tasks (3 on Platform and Goal).
         "estimator": "exact", "temperature": 1.0, "gumbel_rao_k": 8, "target_entropy_scale": 0.5,
         "parameter_target_entropy": -1.0,
     }
